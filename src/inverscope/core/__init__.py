@@ -1,0 +1,1 @@
+"""Units, grids, typed errors, seeding, device choice and config loading."""

@@ -1,0 +1,210 @@
+"""4D-STEM simulation: probes scanned over a sliced potential, CBED at each position.
+
+The driver batches probe positions so the working set fits a memory budget,
+averages intensities over frozen-phonon configurations, and records patterns at
+several exit thicknesses in one propagation. It yields batches, so a caller can
+write a result larger than memory chunk by chunk (see
+:mod:`inverscope.datasets.store`) or stream it into training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from inverscope.core.errors import GridError, field_error
+from inverscope.physics.multislice.detectors import PixelatedDetector
+from inverscope.physics.multislice.phonons import FrozenPhonons
+from inverscope.physics.multislice.potentials import PotentialBuilder, antialias_aperture
+from inverscope.physics.multislice.probe import Probe
+from inverscope.physics.multislice.propagate import fresnel_propagator, multislice
+from inverscope.physics.multislice.scan import Scan
+
+
+@dataclass
+class CBEDResult:
+    """A 4D-STEM result with its calibration.
+
+    Attributes
+    ----------
+    array : np.ndarray
+        Intensities (*scan_shape, n_thickness, nkx, nky); each pattern sums to <= 1.
+    scan_shape : tuple
+        Shape of the scan axes.
+    positions_angstrom : np.ndarray
+        (N, 2) probe positions [Å].
+    thicknesses_angstrom : np.ndarray
+        Exit thicknesses actually recorded [Å] (nearest slice boundaries).
+    sampling_mrad : tuple
+        Diffraction-plane pixel size [mrad].
+    metadata : dict
+        Simulation parameters and timings.
+    """
+
+    array: np.ndarray | None
+    scan_shape: tuple
+    positions_angstrom: np.ndarray
+    thicknesses_angstrom: np.ndarray
+    sampling_mrad: tuple
+    metadata: dict = field(default_factory=dict)
+
+
+def exit_slice_indices(edges: np.ndarray, thicknesses_angstrom: Sequence[float] | None) -> np.ndarray:
+    """0-based slice after which each requested thickness [Å] is reached (nearest boundary)."""
+    if thicknesses_angstrom is None:
+        return np.array([len(edges) - 2])
+    t = np.asarray(thicknesses_angstrom, dtype=np.float64).ravel()
+    dz = float(np.max(np.diff(edges)))
+    if t.size == 0 or np.any(~np.isfinite(t)) or np.any(t <= 0) or np.any(t > edges[-1] + dz / 2):
+        raise field_error("thicknesses_angstrom", t.tolist(), f"each must be in (0, {edges[-1]:.2f}] Å, the specimen thickness")
+    idx = np.abs(edges[1:][None] - t[:, None]).argmin(axis=1)
+    return np.maximum(idx, 0)
+
+
+def auto_batch_size(gpts, n_out_pixels: int, n_thick: int, memory_budget_mb: float) -> int:
+    """Probes per batch so that waves, FFT scratch and outputs fit `memory_budget_mb` [MiB]."""
+    per_probe = math.prod(gpts) * 8 * 3 + n_out_pixels * 4 * (n_thick + 1)
+    return max(1, int(memory_budget_mb * 2**20 // per_probe))
+
+
+class MultisliceSimulation:
+    """Everything needed to simulate CBED patterns over a scan (builder).
+
+    Parameters
+    ----------
+    potential : PotentialBuilder
+    probe : Probe
+    scan : Scan
+    detector : PixelatedDetector
+    thicknesses_angstrom : sequence of float, optional
+        Exit thicknesses to record in one pass; default the full specimen.
+    phonons : FrozenPhonons or list of (N, 3) arrays, optional
+        Either a seeded Einstein model or explicit displaced positions per configuration.
+    device : str
+        'cpu', 'cuda', 'cuda:1', ...
+    memory_budget_mb : float
+        Bound on the working set of one batch of probes [MiB].
+    batch_size : int, optional
+        Probes per batch; overrides the memory budget.
+    """
+
+    def __init__(self, potential: PotentialBuilder, probe: Probe, scan: Scan, detector: PixelatedDetector | None = None,
+                 thicknesses_angstrom=None, phonons: FrozenPhonons | Sequence[np.ndarray] | None = None,
+                 device: str = "cpu", memory_budget_mb: float = 512.0, batch_size: int | None = None,
+                 dtype=torch.float32):
+        self.potential, self.probe, self.scan = potential, probe, scan
+        self.detector = detector or PixelatedDetector()
+        self.device, self.dtype = torch.device(device), dtype
+        scan.validate(potential.grid.extent)
+        self._check_sampling()
+        self.plan = self.detector.plan(potential.grid, probe.wavelength_angstrom)
+        self.exit_slices = exit_slice_indices(potential.edges, thicknesses_angstrom)
+        self.configs = self._configurations(phonons)
+        if batch_size is not None and int(batch_size) < 1:
+            raise field_error("batch_size", batch_size, "must be >= 1 or null")
+        n_out = math.prod(self.plan.shape)
+        self.batch_size = int(batch_size) if batch_size else auto_batch_size(
+            potential.grid.gpts, n_out, len(self.exit_slices), memory_budget_mb)
+        self.memory_budget_mb = float(memory_budget_mb)
+
+    def _check_sampling(self):
+        grid, lam = self.potential.grid, self.probe.wavelength_angstrom
+        cutoff = grid.antialias_cutoff_mrad(lam)
+        if self.probe.semiangle_mrad >= cutoff:
+            raise GridError(f"sampling_angstrom: {max(grid.sampling):.4f} Å gives an anti-aliasing cutoff of {cutoff:.1f} mrad, "
+                            f"below the {self.probe.semiangle_mrad} mrad probe; use <= "
+                            f"{max(grid.sampling) * cutoff / self.probe.semiangle_mrad / 1.05:.4f} Å")
+
+    def _configurations(self, phonons) -> list[np.ndarray | None]:
+        if phonons is None:
+            return [None]
+        if isinstance(phonons, FrozenPhonons):
+            return phonons.positions(self.potential.atoms)
+        configs = [np.asarray(p, dtype=np.float64) for p in phonons]
+        n = len(self.potential.atoms)
+        if not configs or any(c.shape != (n, 3) for c in configs):
+            raise field_error("phonons", f"{len(configs)} configurations", f"each must be an ({n}, 3) array of positions [Å]")
+        return configs
+
+    @property
+    def output_shape(self) -> tuple:
+        return (*self.scan.shape, len(self.exit_slices), *self.plan.shape)
+
+    @property
+    def thicknesses_angstrom(self) -> np.ndarray:
+        return self.potential.edges[1:][self.exit_slices]
+
+    def _transmissions(self, config) -> torch.Tensor:
+        return self.potential.transmission_functions(self.probe.energy_ev, positions=config, device=self.device,
+                                                     dtype=self.dtype, antialias=self._antialias)
+
+    def _setup(self):
+        grid, lam = self.potential.grid, self.probe.wavelength_angstrom
+        self._antialias = torch.as_tensor(antialias_aperture(grid), dtype=self.dtype, device=self.device)
+        dz = self.potential.edges[1:] - self.potential.edges[:-1]
+        cache = {}
+        self._propagators = []
+        for d in dz:
+            key = round(float(d), 12)
+            if key not in cache:
+                cache[key] = fresnel_propagator(grid, float(d), lam, self.device, self.dtype)
+            self._propagators.append(cache[key])
+        self._probe_k = self.probe.fourier_array(grid, self.device, self.dtype)
+        per_config_mb = self.potential.num_slices * math.prod(grid.gpts) * 8 / 2**20
+        self._cache_all = per_config_mb * len(self.configs) <= max(self.memory_budget_mb, 256.0)
+        self._tcache = [self._transmissions(c) for c in self.configs] if self._cache_all else None
+
+    def iter_batches(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield (start, stop, intensities[stop - start, n_thick, nkx, nky]) over the flat scan."""
+        with torch.inference_mode():
+            self._setup()
+            n = len(self.scan)
+            for start in range(0, n, self.batch_size):
+                stop = min(n, start + self.batch_size)
+                pos = self.scan.positions_angstrom[start:stop]
+                acc = None
+                for ci, config in enumerate(self.configs):
+                    t = self._tcache[ci] if self._cache_all else self._transmissions(config)
+                    waves = self.probe.build(self.potential.grid, pos, self.device, self.dtype, fourier=self._probe_k)
+                    outs = multislice(waves, t, self._propagators, self.exit_slices, self.plan)
+                    stacked = torch.stack(outs, dim=1)
+                    acc = stacked if acc is None else acc.add_(stacked)
+                acc = acc / len(self.configs)
+                yield start, stop, acc.cpu().numpy()
+
+    def run(self, sink: Callable[[int, int, np.ndarray], None] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> CBEDResult:
+        """Simulate every position; hold the result in memory or hand each batch to `sink`."""
+        t0 = time.perf_counter()
+        flat = None if sink is not None else np.empty((len(self.scan), *self.output_shape[len(self.scan.shape):]), np.float32)
+        done = 0
+        for start, stop, batch in self.iter_batches():
+            if sink is None:
+                flat[start:stop] = batch
+            else:
+                sink(start, stop, batch)
+            done = stop
+            if progress is not None:
+                progress(done, len(self.scan))
+        wall = time.perf_counter() - t0
+        array = None if flat is None else flat.reshape(self.output_shape)
+        return CBEDResult(array, self.scan.shape, self.scan.positions_angstrom, self.thicknesses_angstrom,
+                          self.plan.sampling_mrad, self.metadata(wall))
+
+    def metadata(self, wall_s: float | None = None) -> dict:
+        g = self.potential.grid
+        return {
+            "energy_ev": self.probe.energy_ev, "semiangle_mrad": self.probe.semiangle_mrad,
+            "defocus_angstrom": self.probe.defocus_angstrom, "aberrations": dict(self.probe.aberrations),
+            "gpts": list(g.gpts), "extent_angstrom": list(g.extent), "sampling_angstrom": list(g.sampling),
+            "num_slices": self.potential.num_slices, "slice_thickness_angstrom": float(np.diff(self.potential.edges)[0]),
+            "parametrization": self.potential.parametrization, "structure_factor": self.potential.structure_factor,
+            "num_configs": len(self.configs), "thicknesses_angstrom": self.thicknesses_angstrom.tolist(),
+            "pattern_shape": list(self.plan.shape), "sampling_mrad": list(self.plan.sampling_mrad),
+            "batch_size": self.batch_size, "device": str(self.device), "wall_s": wall_s,
+        }
