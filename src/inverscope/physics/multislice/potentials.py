@@ -260,7 +260,7 @@ class PotentialBuilder:
             pos = torch.as_tensor(sliced.positions, dtype=dtype, device=device)
         else:
             pos = torch.as_tensor(positions, dtype=dtype, device=device)
-            cell = torch.as_tensor(np.diag(np.asarray(self.atoms.cell)), dtype=dtype, device=device)
+            cell = torch.as_tensor(np.diag(np.asarray(self.atoms.cell)).copy(), dtype=dtype, device=device)
             pos = torch.remainder(pos, cell)
         z_index = torch.as_tensor(assign_slices(pos[:, 2].detach().cpu().numpy().astype(np.float64), self.edges),
                                   device=device)

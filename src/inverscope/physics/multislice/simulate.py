@@ -208,3 +208,24 @@ class MultisliceSimulation:
             "pattern_shape": list(self.plan.shape), "sampling_mrad": list(self.plan.sampling_mrad),
             "batch_size": self.batch_size, "device": str(self.device), "wall_s": wall_s,
         }
+
+
+def cbed_patterns(potential: PotentialBuilder, probe: Probe, positions_angstrom, detector: PixelatedDetector | None = None,
+                  atom_positions: torch.Tensor | None = None, aberrations: dict | None = None,
+                  thicknesses_angstrom=None, device="cpu", dtype=torch.float64) -> torch.Tensor:
+    """Differentiable CBED patterns (B, n_thick, nkx, nky) for one atom configuration.
+
+    `atom_positions` (N, 3) [Å] and the values of `aberrations` (e.g. ``{"C10": tensor}``)
+    may require grad; gradients flow through potential, probe and propagation.
+    """
+    grid, lam = potential.grid, probe.wavelength_angstrom
+    plan = (detector or PixelatedDetector()).plan(grid, lam)
+    exits = exit_slice_indices(potential.edges, thicknesses_angstrom)
+    aa = torch.as_tensor(antialias_aperture(grid), dtype=dtype, device=device)
+    t = potential.transmission_functions(probe.energy_ev, positions=atom_positions, device=device, dtype=dtype, antialias=aa)
+    props = [fresnel_propagator(grid, float(d), lam, device, dtype) for d in np.diff(potential.edges)]
+    fourier = probe.fourier_array(grid, device, dtype, overrides=aberrations)
+    waves = probe.build(grid, positions_angstrom, device, dtype, fourier=fourier)
+    if not waves.requires_grad and t.requires_grad is False:
+        waves = waves.clone()
+    return torch.stack(multislice(waves, t, props, exits, plan), dim=1)

@@ -1,0 +1,1 @@
+"""analysis layer (filled by the study issues)."""

@@ -1,0 +1,1 @@
+"""Campaigns, stores (Zarr), augmentation, readers and torch adapters."""

@@ -1,0 +1,1 @@
+"""models layer (filled by the study issues)."""

@@ -1,0 +1,1 @@
+"""Studies: thin compositions of the layers below, one module per study."""

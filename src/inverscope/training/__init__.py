@@ -1,0 +1,1 @@
+"""training layer (filled by the study issues)."""
