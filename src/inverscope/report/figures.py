@@ -33,14 +33,15 @@ def cbed_montage(path, patterns: dict[int, np.ndarray], scan, sampling_mrad, bf:
     ncols = 4
     nrows = max(1, int(np.ceil(len(keys) / ncols)))
     two_d = len(scan.shape) == 2 and min(scan.shape) > 1
-    fig = plt.figure(figsize=(3.0 * ncols + (3.4 if True else 0), 3.0 * nrows))
+    fig = plt.figure(figsize=(3.0 * ncols + 3.4, 3.1 * nrows + 0.6), layout="constrained")
     gs = fig.add_gridspec(max(nrows, 2), ncols + 1)
     for n, k in enumerate(keys):
         ax = fig.add_subplot(gs[n // ncols, n % ncols])
         p = patterns[k]
         ext = [-(p.shape[1] // 2) * sampling_mrad[1], (p.shape[1] - p.shape[1] // 2) * sampling_mrad[1],
                (p.shape[0] - p.shape[0] // 2) * sampling_mrad[0], -(p.shape[0] // 2) * sampling_mrad[0]]
-        ax.imshow(np.log10(np.maximum(p, 1e-7)), cmap="inferno", extent=ext, vmin=-7)
+        top = np.log10(max(float(p.max()), 1e-12))
+        ax.imshow(np.log10(np.maximum(p, 1e-12)), cmap="inferno", extent=ext, vmin=top - 5, vmax=top)
         x, y = scan.positions_angstrom[k]
         ax.set_title(f"#{k} at ({x:.2f}, {y:.2f}) Å", fontsize=8)
         ax.set_xlabel("k_y [mrad]", fontsize=7)

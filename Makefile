@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:
+#   make demo   install everything into .venv and run the main job on its built-in default
+#   make test   install everything (with the abTEM reference) and run the test suite
+PY ?= python3
+VENV ?= .venv
+PIP = $(VENV)/bin/pip install -q -c constraints.txt
+
+.PHONY: install install-test demo test bench clean
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+
+install: $(VENV)/bin/python
+	$(PIP) -e .
+
+install-test: $(VENV)/bin/python
+	$(PIP) -e ".[test]"
+
+demo: install
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/inverscope simulate recipes/srtio3_demo.yaml --out out/demo
+
+test: install-test
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/python -m pytest -q
+
+bench: install-test
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/python benchmarks/multislice_vs_abtem.py --json benchmarks/results/multislice_vs_abtem.json
+
+clean:
+	rm -rf out .pytest_cache
