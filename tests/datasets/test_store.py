@@ -37,3 +37,15 @@ def test_open_cbed_rejects_other_paths(tmp_path):
 
     with pytest.raises(ConfigError, match="not an inverscope CBED Zarr store"):
         open_cbed(tmp_path / "nothing.zarr")
+
+
+def test_result_larger_than_memory_must_be_streamed(monkeypatch):
+    from inverscope.core.errors import InverscopeError
+    from inverscope.physics.multislice import simulate
+
+    atoms = perovskite_slab("SrTiO3", 2, 7.81)
+    grid = Grid(tuple(np.diag(atoms.cell)[:2]), (64, 64))
+    sim = MultisliceSimulation(PotentialBuilder(atoms, grid, 1.9525), Probe(200e3, 20.0), grid_scan((0, 0), (1, 1), (2, 2)))
+    monkeypatch.setattr(simulate, "_available_memory_bytes", lambda: 1000)
+    with pytest.raises(InverscopeError, match="ZarrCBEDWriter"):
+        sim.run()

@@ -34,7 +34,7 @@ class StructureConfig(StrictModel):
     """The specimen: a built-in perovskite slab or any file ASE reads (CIF, XYZ, POSCAR...)."""
 
     builder: Literal["perovskite", "file"] = "perovskite"
-    compound: str = Field("SrTiO3", description="perovskite: SrTiO3, BaTiO3, LaAlO3 or KNbO3")
+    compound: Literal["SrTiO3", "BaTiO3", "LaAlO3", "KNbO3"] = Field("SrTiO3", description="perovskite compound")
     repeat_xy: int = Field(3, ge=1, description="perovskite: unit cells across the beam")
     thickness_angstrom: float = Field(40.0, gt=0, description="perovskite: specimen thickness along the beam [Å]")
     file: Optional[Path] = Field(None, description="file: path of a structure ASE can read")

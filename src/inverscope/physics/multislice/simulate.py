@@ -54,6 +54,16 @@ class CBEDResult:
     metadata: dict = field(default_factory=dict)
 
 
+def _available_memory_bytes() -> int:
+    """Free physical memory [bytes] (Linux/macOS sysconf), or a large number if unknown."""
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**62
+
+
 def exit_slice_indices(edges: np.ndarray, thicknesses_angstrom: Sequence[float] | None) -> np.ndarray:
     """0-based slice after which each requested thickness [Å] is reached (nearest boundary)."""
     if thicknesses_angstrom is None:
@@ -160,26 +170,37 @@ class MultisliceSimulation:
         self._tcache = [self._transmissions(c) for c in self.configs] if self._cache_all else None
 
     def iter_batches(self) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Yield (start, stop, intensities[stop - start, n_thick, nkx, nky]) over the flat scan."""
+        """Yield (start, stop, intensities[stop - start, n_thick, nkx, nky]) over the flat scan.
+
+        Inference mode is entered per batch, never held across a yield, so code that
+        consumes the batches (a training step) runs with autograd as usual.
+        """
         with torch.inference_mode():
             self._setup()
-            n = len(self.scan)
-            for start in range(0, n, self.batch_size):
-                stop = min(n, start + self.batch_size)
-                pos = self.scan.positions_angstrom[start:stop]
-                acc = None
-                for ci, config in enumerate(self.configs):
-                    t = self._tcache[ci] if self._cache_all else self._transmissions(config)
-                    waves = self.probe.build(self.potential.grid, pos, self.device, self.dtype, fourier=self._probe_k)
-                    outs = multislice(waves, t, self._propagators, self.exit_slices, self.plan)
-                    stacked = torch.stack(outs, dim=1)
-                    acc = stacked if acc is None else acc.add_(stacked)
-                acc = acc / len(self.configs)
-                yield start, stop, acc.cpu().numpy()
+        n = len(self.scan)
+        for start in range(0, n, self.batch_size):
+            stop = min(n, start + self.batch_size)
+            with torch.inference_mode():
+                batch = self._simulate_batch(self.scan.positions_angstrom[start:stop])
+            yield start, stop, batch
+
+    def _simulate_batch(self, pos: np.ndarray) -> np.ndarray:
+        acc = None
+        for ci, config in enumerate(self.configs):
+            t = self._tcache[ci] if self._cache_all else self._transmissions(config)
+            waves = self.probe.build(self.potential.grid, pos, self.device, self.dtype, fourier=self._probe_k)
+            stacked = torch.stack(multislice(waves, t, self._propagators, self.exit_slices, self.plan), dim=1)
+            acc = stacked if acc is None else acc.add_(stacked)
+        return (acc / len(self.configs)).cpu().numpy()
 
     def run(self, sink: Callable[[int, int, np.ndarray], None] | None = None,
             progress: Callable[[int, int], None] | None = None) -> CBEDResult:
         """Simulate every position; hold the result in memory or hand each batch to `sink`."""
+        if sink is None:
+            need = 4 * math.prod(self.output_shape)
+            if need > 0.5 * _available_memory_bytes():
+                raise field_error("sink", None, f"the result needs {need / 2**30:.1f} GiB, more than half the free memory; "
+                                  "stream it to disk with inverscope.datasets.store.ZarrCBEDWriter (run(sink=writer))")
         t0 = time.perf_counter()
         flat = None if sink is not None else np.empty((len(self.scan), *self.output_shape[len(self.scan.shape):]), np.float32)
         done = 0
@@ -226,6 +247,4 @@ def cbed_patterns(potential: PotentialBuilder, probe: Probe, positions_angstrom,
     props = [fresnel_propagator(grid, float(d), lam, device, dtype) for d in np.diff(potential.edges)]
     fourier = probe.fourier_array(grid, device, dtype, overrides=aberrations)
     waves = probe.build(grid, positions_angstrom, device, dtype, fourier=fourier)
-    if not waves.requires_grad and t.requires_grad is False:
-        waves = waves.clone()
     return torch.stack(multislice(waves, t, props, exits, plan), dim=1)
