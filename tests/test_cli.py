@@ -120,3 +120,10 @@ def test_existing_output_is_kept_on_failure(tmp_path):
     bad = {**SMALL, "grid": {"sampling_angstrom": 0.4}}
     r = run_cli("simulate", str(write(tmp_path, bad)), "--out", str(out), "--quiet")
     assert r.returncode == 2 and (out / "keep.txt").read_text() == "precious" and len(list(out.iterdir())) == 1
+
+
+def test_error_without_quiet_is_still_one_line(tmp_path):
+    bad = {**SMALL, "grid": {"sampling_angstrom": 0.5}, "detector": {}}
+    r = run_cli("simulate", str(write(tmp_path, bad)), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "below the 20.0 mrad probe" in r.stderr

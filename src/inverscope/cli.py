@@ -35,9 +35,30 @@ def info() -> None:
         typer.echo(f"{key:16s} {value}")
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+class _LazyProgress:
+    """A rich progress bar that appears with the first update, so a job that fails
+    validation prints only its one-line error."""
+
+    def __init__(self, description: str, quiet: bool):
+        self.description, self.quiet = description, quiet
+        self.bar: Progress | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+            self.bar.start()
+            self.task = self.bar.add_task(self.description, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
 
 
 @app.command()
@@ -50,13 +71,8 @@ def simulate(config: Path = typer.Argument(..., help="YAML config of the 4D-STEM
 
     try:
         cfg = load_yaml(config, SimulateConfig)
-        with _progress() as bar:
-            task = bar.add_task("multislice", total=None, visible=not quiet)
-
-            def update(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            summary = run_simulation(cfg, out, progress=update, config_text=config.read_text())
+        with _LazyProgress("multislice", quiet) as progress:
+            summary = run_simulation(cfg, out, progress=progress, config_text=config.read_text())
     except InverscopeError as err:
         _fail(err)
     console.print(f"wrote {out}/cbed.zarr {tuple(summary['shape'])}, {out}/montage.png, {out}/summary.json "
@@ -70,9 +86,8 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="output 
     from inverscope.studies.simulate4d import demo_config, run_simulation
 
     try:
-        with _progress() as bar:
-            task = bar.add_task("multislice", total=None, visible=not quiet)
-            summary = run_simulation(demo_config(), out, progress=lambda d, t: bar.update(task, completed=d, total=t))
+        with _LazyProgress("multislice", quiet) as progress:
+            summary = run_simulation(demo_config(), out, progress=progress)
     except InverscopeError as err:
         _fail(err)
     console.print(f"wrote {out}/cbed.zarr {tuple(summary['shape'])}, {out}/montage.png, {out}/summary.json "

@@ -209,7 +209,7 @@ def run_simulation(cfg: SimulateConfig, out_dir, progress: Callable[[int, int], 
         wall = time.perf_counter() - t0
         cbed_montage(stage / "montage.png", col.kept, sim.scan, sim.plan.sampling_mrad, col.bf, col.adf,
                      title=f"{cfg.structure.compound if cfg.structure.builder == 'perovskite' else cfg.structure.file}, "
-                           f"{sim.thicknesses_angstrom[-1]:.1f} Å, {cfg.probe.energy_kev:g} kV, {cfg.probe.semiangle_mrad:g} mrad")
+                           f"{sim.thicknesses_angstrom[-1]:.2f} Å, {cfg.probe.energy_kev:g} kV, {cfg.probe.semiangle_mrad:g} mrad")
         summary = {
             "outputs": {"cbed": "cbed.zarr", "montage": "montage.png"},
             "shape": list(sim.output_shape), "axes": [*(f"scan_{i}" for i in range(len(sim.scan.shape))), "thickness", "kx", "ky"],
