@@ -8,7 +8,6 @@ flattened scan, so a dataset larger than memory is never held whole.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +75,3 @@ def open_cbed(path) -> tuple[zarr.Array, dict]:
         raise ConfigError(f"{path}: not an inverscope CBED Zarr store (no 'cbed' array)") from None
     return arr, dict(group.attrs)
 
-
-def estimated_nbytes(scan_shape, pattern_shape) -> int:
-    """Bytes of a float32 result of this shape."""
-    return 4 * math.prod(scan_shape) * math.prod(pattern_shape)

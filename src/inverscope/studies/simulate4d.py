@@ -140,7 +140,7 @@ def build_simulation(cfg: SimulateConfig) -> MultisliceSimulation:
                            cfg.potential.structure_factor)
     p = cfg.probe
     probe = Probe(p.energy_kev * 1e3, p.semiangle_mrad, p.soft_edge, p.defocus_angstrom, p.aberrations)
-    scan = build_scan(cfg.scan, extent, atoms)
+    scan = build_scan(cfg.scan, extent)
     det = PixelatedDetector(cfg.detector.max_angle_mrad, cfg.detector.sampling_mrad, cfg.detector.shape)
     ph = None
     if cfg.phonons.num_configs > 0:
@@ -151,7 +151,8 @@ def build_simulation(cfg: SimulateConfig) -> MultisliceSimulation:
                                 cfg.compute.memory_budget_mb, cfg.compute.batch_size)
 
 
-def build_scan(cfg: ScanConfig, extent, atoms: Atoms) -> Scan:
+def build_scan(cfg: ScanConfig, extent) -> Scan:
+    """Probe positions of the configured scan; `end_angstrom` defaults to the cell extent [Å]."""
     if cfg.kind == "list":
         return Scan(np.asarray(cfg.positions_angstrom, dtype=float).reshape(-1, 2) if cfg.positions_angstrom else np.zeros((0, 2)))
     if cfg.kind == "line":
