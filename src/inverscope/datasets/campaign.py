@@ -1,0 +1,312 @@
+"""Simulation campaigns: seeded structure families -> 4D-STEM line stacks in a Zarr store, on Dask.
+
+A campaign is a config (family and its parameter sampling, microscope, probe lines,
+exit thicknesses, seed, number of samples). Sample ``i`` depends on ``(seed, i)`` only,
+so samples can run in any order, on any worker, and an interrupted campaign resumes by
+simulating the samples whose ``done`` flag is still false.
+
+Store layout (Zarr v3 group)::
+
+    patterns           (N, lines, thicknesses, positions, ky, kx) float32, one chunk per sample
+    class_index        (N,) int16      -1 until simulated
+    step_cells         (N,) int16      -1 when there is no step
+    intermix_fraction  (N,) float32
+    done               (N,) bool       set after the sample's data is written
+    attrs: schema, config, config_hash, code version, class_names, thicknesses_angstrom,
+           positions_angstrom, sampling_mrad, complete
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import zarr
+from pydantic import Field, model_validator
+
+import inverscope
+from inverscope.core.config import StrictModel
+from inverscope.core.errors import ConfigError, InverscopeError
+from inverscope.core.grid import Grid
+from inverscope.datasets.families import DEFAULT_SIGMAS_ANGSTROM, FamilyConfig, sample_rng
+from inverscope.physics.multislice.detectors import PixelatedDetector
+from inverscope.physics.multislice.phonons import FrozenPhonons
+from inverscope.physics.multislice.potentials import PotentialBuilder
+from inverscope.physics.multislice.probe import Probe
+from inverscope.physics.multislice.scan import Scan
+from inverscope.physics.multislice.simulate import MultisliceSimulation
+
+SCHEMA = "inverscope.campaign/1"
+
+
+class MicroscopeConfig(StrictModel):
+    """Probe, sampling, detector and frozen phonons of a campaign."""
+
+    energy_ev: float = Field(200e3, gt=0)
+    semiangle_mrad: float = Field(20.0, gt=0)
+    defocus_angstrom: float = 0.0
+    sampling_angstrom: float = Field(0.065, gt=0)
+    slices_per_cell: int = Field(2, ge=1)
+    parametrization: str = "lobato"
+    detector_sampling_mrad: float = Field(3.5, gt=0)
+    detector_shape: tuple[int, int] = (13, 13)
+    phonon_configs: int = Field(4, ge=0)
+    phonon_sigmas_angstrom: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGMAS_ANGSTROM))
+
+
+class LinesConfig(StrictModel):
+    """Lines of probe positions across the interface; each line is one training example.
+
+    x positions are fractions of a unit cell along the interface; y runs from
+    ``y_start_cells`` to ``y_stop_cells`` unit cells relative to the interface plane.
+    """
+
+    x_cells: list[float] = Field(default_factory=lambda: [0.0, 0.5], min_length=1)
+    y_start_cells: float = -1.0
+    y_stop_cells: float = 1.5
+    num_positions: int = Field(16, ge=1)
+
+
+class ComputeConfig(StrictModel):
+    device: str = "cpu"
+    torch_threads: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+
+
+class CampaignConfig(StrictModel):
+    """Everything that defines a campaign's data (the compute section does not)."""
+
+    name: str = "campaign"
+    seed: int = 0
+    num_samples: int = Field(ge=1)
+    structure: FamilyConfig = Field(default_factory=FamilyConfig)
+    microscope: MicroscopeConfig = Field(default_factory=MicroscopeConfig)
+    lines: LinesConfig = Field(default_factory=LinesConfig)
+    thicknesses_cells: list[int] | None = None
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+
+    @model_validator(mode="after")
+    def _check_thickness(self):
+        depth = self.structure.depth_cells
+        for t in self.thicknesses_cells or []:
+            if not 1 <= t <= depth:
+                raise ConfigError(f"thicknesses_cells: got {t}; each must be between 1 and structure.depth_cells ({depth})")
+        return self
+
+    def exit_cells(self) -> list[int]:
+        return sorted(set(self.thicknesses_cells or [self.structure.depth_cells]))
+
+    def data_dict(self) -> dict:
+        """The parts of the config that determine the data (not how it is computed)."""
+        return self.model_dump(mode="json", exclude={"compute", "name"})
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.data_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def positions_angstrom(self) -> np.ndarray:
+        """(lines, positions, 2) probe positions [Å]."""
+        a = self.structure.unit_angstrom
+        y = self.structure.interface_y_angstrom + np.linspace(self.lines.y_start_cells, self.lines.y_stop_cells,
+                                                               self.lines.num_positions) * a
+        return np.stack([np.stack([np.full_like(y, x * a), y], -1) for x in self.lines.x_cells])
+
+
+# --------------------------------------------------------------------------- one sample
+def simulate_sample(cfg: CampaignConfig, index: int, device: str | None = None,
+                    phonon_configs: int | None = None) -> tuple[np.ndarray, dict]:
+    """Simulate sample `index`: patterns (lines, thicknesses, positions, ky, kx) and labels.
+
+    ``phonon_configs`` overrides the config (0 = static), for domain-shift checks.
+    """
+    atoms, labels = cfg.structure.build(cfg.seed, index)
+    m = cfg.microscope
+    a = cfg.structure.unit_angstrom
+    grid = Grid.from_sampling(atoms.cell.lengths()[:2], m.sampling_angstrom)
+    potential = PotentialBuilder(atoms, grid, slice_thickness_angstrom=a / m.slices_per_cell,
+                                 parametrization=m.parametrization)
+    n_conf = m.phonon_configs if phonon_configs is None else phonon_configs
+    phonons = None
+    if n_conf > 0:
+        phonon_seed = int(sample_rng(cfg.seed, index, 1).integers(2**31))
+        phonons = FrozenPhonons(m.phonon_sigmas_angstrom, n_conf, phonon_seed)
+    pos = cfg.positions_angstrom()
+    sim = MultisliceSimulation(potential, Probe(m.energy_ev, m.semiangle_mrad, defocus_angstrom=m.defocus_angstrom),
+                               Scan(pos.reshape(-1, 2)), PixelatedDetector(sampling_mrad=m.detector_sampling_mrad,
+                                                                           shape=m.detector_shape),
+                               thicknesses_angstrom=[c * a for c in cfg.exit_cells()], phonons=phonons,
+                               device=device or cfg.compute.device, batch_size=cfg.compute.batch_size)
+    out = sim.run().array  # (L*P, T, ky, kx)
+    n_l, n_p = pos.shape[:2]
+    patterns = out.reshape(n_l, n_p, *out.shape[1:]).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(patterns, dtype=np.float32), labels
+
+
+def _task(cfg_json: str, index: int, threads: int | None) -> tuple[int, np.ndarray, dict]:
+    """Dask task: runs in a worker process; the config travels as JSON."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = CampaignConfig.model_validate_json(cfg_json)
+    patterns, labels = simulate_sample(cfg, index)
+    return index, patterns, labels
+
+
+# --------------------------------------------------------------------------- store
+def _pattern_shape(cfg: CampaignConfig) -> tuple[int, ...]:
+    return (len(cfg.lines.x_cells), len(cfg.exit_cells()), cfg.lines.num_positions, *cfg.microscope.detector_shape)
+
+
+def _check_store_matches(group, cfg: CampaignConfig, path: Path) -> None:
+    attrs = dict(group.attrs)
+    if attrs.get("schema") != SCHEMA:
+        raise InverscopeError(f"{path}: not an inverscope campaign store (schema {attrs.get('schema')!r}, expected {SCHEMA!r})")
+    if attrs.get("config_hash") != cfg.config_hash():
+        old = attrs.get("config", {})
+        new = cfg.data_dict()
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise InverscopeError(f"{path}: store was written by another campaign (differs in {', '.join(diff) or 'config'}); "
+                              "use a new --out path or the original config")
+
+
+def open_campaign_store(path, cfg: CampaignConfig):
+    """Create the store at `path`, or open it to resume when it holds the same campaign."""
+    path = Path(path)
+    if path.exists():
+        try:
+            group = zarr.open_group(str(path), mode="r+")
+        except Exception:
+            raise InverscopeError(f"{path}: exists but is not a Zarr store; choose another path") from None
+        _check_store_matches(group, cfg, path)
+        return group
+    group = zarr.open_group(str(path), mode="w")
+    n = cfg.num_samples
+    shape = _pattern_shape(cfg)
+    group.create_array("patterns", shape=(n, *shape), chunks=(1, *shape), dtype="float32", fill_value=np.nan)
+    group.create_array("class_index", shape=(n,), dtype="int16", fill_value=-1)
+    group.create_array("step_cells", shape=(n,), dtype="int16", fill_value=-1)
+    group.create_array("intermix_fraction", shape=(n,), dtype="float32", fill_value=np.nan)
+    group.create_array("done", shape=(n,), dtype="bool", fill_value=False)
+    a = cfg.structure.unit_angstrom
+    grid = Grid.from_sampling(cfg.structure.cell_angstrom[:2], cfg.microscope.sampling_angstrom)
+    group.attrs.update({
+        "schema": SCHEMA, "config": cfg.data_dict(), "config_hash": cfg.config_hash(), "name": cfg.name,
+        "inverscope_version": inverscope.__version__, "seed": cfg.seed,
+        "class_names": list(cfg.structure.classes), "thicknesses_angstrom": [c * a for c in cfg.exit_cells()],
+        "thicknesses_cells": cfg.exit_cells(), "positions_angstrom": cfg.positions_angstrom().tolist(),
+        "sampling_mrad": [cfg.microscope.detector_sampling_mrad] * 2, "gpts": list(grid.gpts),
+        "axes": ["sample", "line", "thickness", "position", "ky", "kx"], "complete": False,
+    })
+    return group
+
+
+def _write_sample(group, index: int, patterns: np.ndarray, labels: dict) -> None:
+    group["patterns"][index] = patterns
+    for key in ("class_index", "step_cells", "intermix_fraction"):
+        group[key][index] = labels[key]
+    group["done"][index] = True  # last: a crash before this line redoes the sample
+
+
+def pending_indices(group, indices: Iterable[int] | None = None) -> list[int]:
+    done = group["done"][:]
+    wanted = range(done.size) if indices is None else indices
+    return [int(i) for i in wanted if not done[int(i)]]
+
+
+def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_workers: int = 0,
+                 indices: Iterable[int] | None = None, phonon_configs: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """Simulate the campaign's pending samples into the store at `path`.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``); takes precedence.
+    n_workers : int
+        0 runs in this process; > 0 starts a Dask LocalCluster with that many worker
+        processes (one thread each) and shuts it down afterwards.
+    indices : iterable of int, optional
+        Only these samples (others stay pending).
+    phonon_configs : int, optional
+        Must be None for regular campaigns; studies use 0 on a second store for static twins.
+
+    Returns
+    -------
+    dict with ``simulated``, ``skipped`` and ``wall_s``.
+    """
+    if phonon_configs is not None:
+        cfg = cfg.model_copy(update={"microscope": cfg.microscope.model_copy(update={"phonon_configs": phonon_configs})})
+    group = open_campaign_store(path, cfg)
+    todo = pending_indices(group, indices)
+    total = len(todo) if indices is None else len(list(indices))
+    skipped = (group["done"].shape[0] if indices is None else total) - len(todo)
+    t0 = time.perf_counter()
+    if progress:
+        progress(skipped, skipped + len(todo))
+    if scheduler or n_workers > 0:
+        _run_dask(cfg, group, todo, scheduler, n_workers, progress, skipped)
+    else:
+        if cfg.compute.torch_threads:
+            torch.set_num_threads(cfg.compute.torch_threads)
+        for n, i in enumerate(todo, 1):
+            patterns, labels = simulate_sample(cfg, i)
+            _write_sample(group, i, patterns, labels)
+            if progress:
+                progress(skipped + n, skipped + len(todo))
+    group.attrs["complete"] = bool(group["done"][:].all())
+    return {"simulated": len(todo), "skipped": skipped, "wall_s": time.perf_counter() - t0}
+
+
+def _run_dask(cfg, group, todo, scheduler, n_workers, progress, skipped) -> None:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="20s")
+    else:
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+        client = Client(cluster)
+    threads = cfg.compute.torch_threads or (1 if not scheduler else None)
+    try:
+        cfg_json = cfg.model_dump_json()
+        futures = [client.submit(_task, cfg_json, i, threads, key=f"sample-{cfg.config_hash()}-{i}", pure=False)
+                   for i in todo]
+        for n, fut in enumerate(as_completed(futures), 1):
+            index, patterns, labels = fut.result()
+            _write_sample(group, index, patterns, labels)
+            fut.release()
+            if progress:
+                progress(skipped + n, skipped + len(todo))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def open_campaign(path) -> "zarr.Group":
+    """Open a finished or partial campaign store read-only, checking its schema."""
+    path = Path(path)
+    if not path.exists():
+        raise InverscopeError(f"{path}: no such campaign store")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        schema = group.attrs.get("schema")
+        _ = group["done"], group["patterns"]
+    except Exception:
+        raise InverscopeError(f"{path}: not a readable inverscope campaign store (missing arrays or metadata)") from None
+    if schema != SCHEMA:
+        raise InverscopeError(f"{path}: schema {schema!r}, expected {SCHEMA!r}")
+    return group
+
+
+def estimate_bytes(cfg: CampaignConfig) -> int:
+    return 4 * cfg.num_samples * math.prod(_pattern_shape(cfg))
+
+
+__all__ = ["CampaignConfig", "MicroscopeConfig", "LinesConfig", "ComputeConfig", "simulate_sample", "run_campaign",
+           "open_campaign", "open_campaign_store", "pending_indices", "estimate_bytes"]

@@ -1,0 +1,74 @@
+"""Save and load models as safetensors + JSON metadata; loading never unpickles.
+
+``NAME.safetensors`` holds the weights; ``NAME.json`` holds the architecture name and
+config, the normalization, class names, the input description and provenance, so the
+file pair rebuilds the model on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import inverscope
+from inverscope.core.errors import InverscopeError
+from inverscope.core.io import write_json_atomic
+from inverscope.models.nets import build_net
+
+FORMAT = "inverscope.model/1"
+
+
+def model_paths(path) -> tuple[Path, Path]:
+    """(weights, metadata) paths for `path` given with or without a suffix."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_model(path, net: torch.nn.Module, architecture: str, metadata: dict) -> Path:
+    """Write weights and metadata atomically; returns the weights path."""
+    weights, meta_path = model_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        os.replace(tmp, weights)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    meta = {"format": FORMAT, "architecture": architecture, "config": net.config.model_dump(mode="json"),
+            "inverscope_version": inverscope.__version__, **metadata}
+    write_json_atomic(meta_path, meta)
+    return weights
+
+
+def load_metadata(path) -> dict:
+    weights, meta_path = model_paths(path)
+    if not weights.is_file() or not meta_path.is_file():
+        raise InverscopeError(f"{path}: a model needs both {weights.name} and {meta_path.name}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InverscopeError(f"{meta_path}: not valid JSON model metadata") from None
+    if meta.get("format") != FORMAT:
+        raise InverscopeError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def load_model(path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network from metadata and load its weights (eval mode)."""
+    meta = load_metadata(path)
+    net = build_net(meta["architecture"], meta["config"])
+    weights, _ = model_paths(path)
+    try:
+        state = load_file(str(weights), device=str(device))
+        net.load_state_dict(state)
+    except Exception as err:  # safetensors raises several types on corrupt files
+        raise InverscopeError(f"{weights}: weights do not match the metadata's architecture ({type(err).__name__})") from None
+    return net.to(device).eval(), meta

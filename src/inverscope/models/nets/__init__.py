@@ -1,0 +1,19 @@
+"""Networks: nn.Modules built from a typed config; they know nothing of training."""
+
+from inverscope.models.nets.cnn3d import StackCNN3D, StackCNN3DConfig
+
+NETS = {"stack_cnn3d": (StackCNN3D, StackCNN3DConfig)}
+
+
+def build_net(name: str, config: dict):
+    """Build the network `name` from its config dict (as saved in model metadata)."""
+    from inverscope.core.config import validate
+    from inverscope.core.errors import ConfigError
+
+    if name not in NETS:
+        raise ConfigError(f"model.architecture: got {name!r}; allowed: {', '.join(NETS)}")
+    cls, cfg_cls = NETS[name]
+    return cls(validate(cfg_cls, config, "model"))
+
+
+__all__ = ["NETS", "StackCNN3D", "StackCNN3DConfig", "build_net"]

@@ -1,0 +1,166 @@
+"""Supervised training of stack networks on Lightning: classification and regression.
+
+:class:`StackTask` wraps any network (it does not know the architecture) with a task,
+an optimizer config, on-the-fly augmentation (training and validation, as in Oxley et
+al. 2020) and per-detector-pixel standardization. :func:`fit` runs a Lightning
+``Trainer`` with checkpoints (resume from the last one), early stopping, CSV and
+TensorBoard logs, a progress bar, and DDP across ``devices`` / ``num_nodes``.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from pydantic import Field
+from torch.utils.data import DataLoader, TensorDataset
+
+from inverscope.core.config import StrictModel
+from inverscope.core.seeding import torch_generator
+from inverscope.datasets.augment import AugmentConfig, Augmenter
+
+Task = Literal["classification", "regression"]
+
+
+class TrainConfig(StrictModel):
+    """Optimizer and loop settings; the defaults are the paper's (SGD, lr 0.04, momentum 0, 200 epochs)."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.04, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    patience: int | None = Field(None, ge=1)
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    precision: str = "32-true"
+    progress_bar: bool = True
+
+
+def pixel_normalization(x: np.ndarray) -> dict:
+    """Per-detector-pixel mean and std [same units as x] over all stacks and positions."""
+    flat = x.reshape(-1, *x.shape[-2:])
+    std = flat.std(axis=0)
+    return {"mean": flat.mean(axis=0).tolist(), "std": np.maximum(std, 1e-6 * std.max() + 1e-12).tolist()}
+
+
+class StackTask(L.LightningModule):
+    """A network plus task, loss, optimizer, augmentation and normalization."""
+
+    def __init__(self, net: torch.nn.Module, task: Task, train: TrainConfig, normalization: dict,
+                 augment: AugmentConfig | None = None):
+        super().__init__()
+        self.net, self.task, self.train_cfg = net, task, train
+        self.augmenter = Augmenter(augment) if augment is not None else None
+        self.register_buffer("mean", torch.tensor(normalization["mean"], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(normalization["std"], dtype=torch.float32))
+        self._gen = torch_generator(train.seed + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.augmenter(x, gen) if self.augmenter is not None else x
+
+    def _loss(self, out, y):
+        if self.task == "classification":
+            return torch.nn.functional.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
+        pred = out.squeeze(-1)
+        return torch.nn.functional.mse_loss(pred, y), (pred - y).abs().mean()
+
+    def training_step(self, batch, _):
+        x, y = batch
+        loss, metric = self._loss(self(self._augment(x, self._gen)), y)
+        name = "acc" if self.task == "classification" else "mae"
+        self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True)
+        self.log(f"train_{name}", metric, on_epoch=True, on_step=False)
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._val_gen = torch_generator(self.train_cfg.seed + 2)  # same augmented validation set each epoch
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        loss, metric = self._loss(self(self._augment(x, self._val_gen)), y)
+        name = "acc" if self.task == "classification" else "mae"
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True)
+        self.log(f"val_{name}", metric, on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self):
+        c = self.train_cfg
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+        return cls(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+
+
+@dataclass
+class FitResult:
+    module: StackTask
+    history: list[dict]
+    best_checkpoint: str | None
+    wall_s: float
+    epochs: int
+
+
+def _loader(x, y, task, batch_size, shuffle, seed):
+    yt = torch.as_tensor(y, dtype=torch.long if task == "classification" else torch.float32)
+    ds = TensorDataset(torch.as_tensor(x, dtype=torch.float32), yt)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch_generator(seed) if shuffle else None)
+
+
+def read_history(csv_path) -> list[dict]:
+    """Per-epoch metrics from a Lightning CSVLogger file (train and val rows merged)."""
+    rows: dict[int, dict] = {}
+    path = Path(csv_path)
+    if not path.is_file():
+        return []
+    with path.open() as fh:
+        for r in csv.DictReader(fh):
+            e = int(float(r["epoch"]))
+            rows.setdefault(e, {"epoch": e}).update({k: float(v) for k, v in r.items() if v not in ("", None) and k not in ("epoch", "step")})
+    return [rows[e] for e in sorted(rows)]
+
+
+def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = True) -> FitResult:
+    """Train `module` on (x, y) arrays; logs and checkpoints go to ``out_dir/name``.
+
+    With ``resume`` a run whose ``last.ckpt`` exists continues from it.
+    """
+    c = module.train_cfg
+    out = Path(out_dir) / name
+    L.seed_everything(c.seed, workers=True, verbose=False)
+    ckpt_dir = out / "checkpoints"
+    monitor_mode = ("val_loss", "min")
+    callbacks = [L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor_mode[0], mode=monitor_mode[1],
+                                                     save_last=True, filename="best")]
+    if c.patience:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=c.patience, mode="min"))
+    loggers = [L.pytorch.loggers.CSVLogger(out, name="", version="csv"),
+               L.pytorch.loggers.TensorBoardLogger(out, name="", version="tensorboard")]
+    strategy = "ddp" if (str(c.devices) not in ("1", "auto") or c.num_nodes > 1) else "auto"
+    trainer = L.Trainer(max_epochs=c.max_epochs, accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes,
+                        strategy=strategy, precision=c.precision, callbacks=callbacks, logger=loggers,
+                        enable_progress_bar=c.progress_bar, enable_model_summary=False, log_every_n_steps=1,
+                        deterministic="warn")
+    last = ckpt_dir / "last.ckpt"
+    t0 = time.perf_counter()
+    trainer.fit(module, _loader(*train_xy, module.task, c.batch_size, True, c.seed),
+                _loader(*val_xy, module.task, 256, False, c.seed),
+                ckpt_path=str(last) if resume and last.is_file() else None)
+    wall = time.perf_counter() - t0
+    best = callbacks[0].best_model_path or None
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    module.eval()
+    return FitResult(module, read_history(out / "csv" / "metrics.csv"), best, wall, trainer.current_epoch)
