@@ -107,6 +107,116 @@ def inspect(store: Path = typer.Argument(..., help="a cbed.zarr written by `inve
                            "calibration": attrs.get("calibration")}, indent=2))
 
 
+def _read_mapping(path: Path) -> dict:
+    import yaml
+
+    from inverscope.core.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise ConfigError(f"{path}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    return data
+
+
+class _StageProgress:
+    """One lazily created progress bar per named stage."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bars = quiet, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.bars:
+            self.bars[stage] = _LazyProgress(stage, self.quiet)
+        self.bars[stage](done, total)
+        if done >= total:
+            self.bars[stage].__exit__()
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see recipes/)"),
+        out: Path = typer.Option(..., "--out", "-o", help="output directory (resumes a campaign already there)"),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Dask LocalCluster worker processes (0: in-process)"),
+        devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices per node (DDP when > 1)"),
+        num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Lightning nodes (DDP)"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
+    """Run a study end to end (simulate, train, evaluate, report): OUT/report.html and OUT/metrics.json."""
+    from inverscope.core.config import validate
+    from inverscope.studies.lao_sto import LaoStoRecipe, run_study
+
+    try:
+        data = _read_mapping(recipe)
+        study = data.get("study", "lao_sto")
+        if study != "lao_sto":
+            raise InverscopeError(f"{recipe}: study: got {study!r}; allowed: lao_sto")
+        cfg = validate(LaoStoRecipe, data, str(recipe))
+        if workers is not None:
+            cfg.dask.n_workers = workers
+        for section in (cfg.classification.train, cfg.regression.train):
+            if devices is not None:
+                section.devices = int(devices) if devices.isdigit() else devices
+            if num_nodes is not None:
+                section.num_nodes = num_nodes
+            if quiet:
+                section.progress_bar = False
+        metrics = run_study(cfg, out, progress=_StageProgress(quiet), scheduler=scheduler,
+                            log=(lambda m: None) if quiet else (lambda m: console.print(f"[bold]>[/] {m}")))
+    except InverscopeError as err:
+        _fail(err)
+    accs = ", ".join(f"{k} {100 * v['accuracy']:.1f} %" for k, v in metrics["classification"].items())
+    console.print(f"wrote {out}/report.html and {out}/metrics.json (accuracy: {accs}; "
+                  f"{metrics['timings_s']['total_s']:.0f} s)")
+
+
+@app.command()
+def campaign(config: Path = typer.Argument(..., help="campaign YAML, or a study recipe with a `campaign:` section"),
+             out: Path = typer.Option(..., "--out", "-o", help="Zarr store to create or resume"),
+             scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
+             workers: int = typer.Option(0, "--workers", help="Dask LocalCluster worker processes (0: in-process)"),
+             quiet: bool = typer.Option(False, "--quiet", help="no progress bar")) -> None:
+    """Simulate a campaign into a resumable Zarr store (interrupt and rerun to resume)."""
+    from inverscope.core.config import validate
+    from inverscope.datasets.campaign import CampaignConfig, run_campaign
+
+    try:
+        data = _read_mapping(config)
+        cfg = validate(CampaignConfig, data.get("campaign", data), str(config))
+        with _LazyProgress("simulate", quiet) as progress:
+            stats = run_campaign(cfg, out, scheduler=scheduler, n_workers=workers, progress=progress)
+    except InverscopeError as err:
+        _fail(err)
+    console.print(f"wrote {out}: {stats['simulated']} samples simulated, {stats['skipped']} already there "
+                  f"({stats['wall_s']:.1f} s)")
+
+
+@app.command()
+def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with NAME.json beside it)"),
+            data: Path = typer.Argument(..., help="4D-STEM data: a cbed.zarr, a campaign store, or any file rosettasciio reads"),
+            out: Path = typer.Option(..., "--out", "-o", help="new output directory"),
+            axis: int = typer.Option(1, "--axis", help="scan axis the probe-position stacks run along"),
+            stride: int = typer.Option(1, "--stride", help="step between windows [scan positions]"),
+            chunk_rows: int = typer.Option(8, "--chunk-rows", help="scan rows read at a time (bounds memory)"),
+            bin_factor: int = typer.Option(1, "--bin", help="bin detector pixels by this factor first"),
+            thickness_index: int = typer.Option(-1, "--thickness-index", help="thickness of a simulated store"),
+            mc_dropout: int = typer.Option(0, "--mc-dropout", help="stochastic passes for regression uncertainty"),
+            device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ...")) -> None:
+    """Apply a trained model to a 4D-STEM dataset in chunks: descriptor maps with per-position confidence."""
+    from inverscope.analysis.maps import predict_to_dir
+
+    try:
+        summary = predict_to_dir(model, data, out, axis=axis, stride=stride, chunk_rows=chunk_rows,
+                                 bin_factor=bin_factor, thickness_index=thickness_index, mc_dropout=mc_dropout,
+                                 device=device)
+    except InverscopeError as err:
+        _fail(err)
+    console.print(f"wrote {out}/descriptors.zarr, {out}/maps.png, {out}/summary.json ({summary.get('wall_s', 0):.1f} s)")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 import inverscope
 from inverscope.core.config import StrictModel
+from inverscope.core.device import resolve_device
 from inverscope.core.errors import ConfigError, InverscopeError
 from inverscope.core.grid import Grid
 from inverscope.datasets.families import DEFAULT_SIGMAS_ANGSTROM, FamilyConfig, sample_rng
@@ -74,7 +75,7 @@ class LinesConfig(StrictModel):
 
 
 class ComputeConfig(StrictModel):
-    device: str = "cpu"
+    device: str = "auto"
     torch_threads: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
 
@@ -140,7 +141,7 @@ def simulate_sample(cfg: CampaignConfig, index: int, device: str | None = None,
                                Scan(pos.reshape(-1, 2)), PixelatedDetector(sampling_mrad=m.detector_sampling_mrad,
                                                                            shape=m.detector_shape),
                                thicknesses_angstrom=[c * a for c in cfg.exit_cells()], phonons=phonons,
-                               device=device or cfg.compute.device, batch_size=cfg.compute.batch_size)
+                               device=str(resolve_device(device or cfg.compute.device)), batch_size=cfg.compute.batch_size)
     out = sim.run().array  # (L*P, T, ky, kx)
     n_l, n_p = pos.shape[:2]
     patterns = out.reshape(n_l, n_p, *out.shape[1:]).transpose(0, 2, 1, 3, 4)
@@ -262,13 +263,15 @@ def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_work
 
 
 def _run_dask(cfg, group, todo, scheduler, n_workers, progress, skipped) -> None:
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster, Worker, as_completed
 
     cluster = None
     if scheduler:
         client = Client(scheduler, timeout="20s")
     else:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+        # Plain Worker processes without a Nanny: under the Nanny's worker environment the
+        # torch multislice ran 2.2x slower per sample here (7.3 vs 3.3 s, measured 2026-11-21).
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, worker_class=Worker,
                                dashboard_address=None, silence_logs=40)
         client = Client(cluster)
     threads = cfg.compute.torch_threads or (1 if not scheduler else None)

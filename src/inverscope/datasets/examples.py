@@ -55,8 +55,14 @@ def _read(group, indices) -> np.ndarray:
     return data.astype(np.float32)
 
 
-def classification_examples(group, indices, class_names: list[str]) -> Examples:
-    """Every valid (sample, line, thickness) of the samples whose class is in `class_names`."""
+def classification_examples(group, indices, class_names: list[str],
+                            step_fraction_range: tuple[float, float] = (0.0, 1.0)) -> Examples:
+    """Every valid (sample, line, thickness) of the samples whose class is in `class_names`.
+
+    A rough sample counts at an exit thickness t when its step lies inside the specimen and
+    step / t is within `step_fraction_range` (a step in the last few per cent of the column
+    is all but a flat interface); otherwise that (sample, thickness) is left out.
+    """
     store_names = list(group.attrs["class_names"])
     unknown = [c for c in class_names if c not in store_names]
     if unknown:
@@ -71,7 +77,9 @@ def classification_examples(group, indices, class_names: list[str]) -> Examples:
     thick = np.asarray(group.attrs["thicknesses_angstrom"])
     xs, ys, ss, ts = [], [], [], []
     for t, (c_t, a_t) in enumerate(zip(cells, thick)):
-        valid = ~((np.asarray(store_names)[cls] == "rough") & (step >= c_t))
+        frac = step / c_t
+        out_of_range = (step >= c_t) | (frac < step_fraction_range[0]) | (frac > step_fraction_range[1])
+        valid = ~((np.asarray(store_names)[cls] == "rough") & out_of_range)
         for line in range(data.shape[1]):
             xs.append(data[valid, line, t])
             ys.append(np.array([class_names.index(store_names[c]) for c in cls[valid]], dtype=np.int64))

@@ -32,7 +32,8 @@ class LaoStoFamily(StrictModel):
 
     Classes cycle with the sample index (index % len(classes)), so every prefix of a
     campaign is balanced; the step depth is drawn uniformly over whole cells and the
-    intermixing fraction uniformly in ``intermix_range``.
+    intermixing fraction uniformly in ``intermix_range``; ``step_range`` bounds the step
+    depth as a fraction of ``depth_cells``.
     """
 
     family: Literal["lao_sto"] = "lao_sto"
@@ -43,6 +44,7 @@ class LaoStoFamily(StrictModel):
     width_cells: int = Field(2, ge=1)
     depth_cells: int = Field(26, ge=2)
     intermix_range: tuple[float, float] = (0.0, 0.5)
+    step_range: tuple[float, float] = (0.0, 1.0)
 
     LABEL_FIELDS: tuple[str, ...] = ("class_index", "step_cells", "intermix_fraction")
 
@@ -51,9 +53,19 @@ class LaoStoFamily(StrictModel):
         lo, hi = self.intermix_range
         if not (0.0 <= lo <= hi <= 0.5):
             raise ConfigError(f"structure.intermix_range: got {self.intermix_range}; need 0 <= min <= max <= 0.5")
+        slo, shi = self.step_range
+        if not (0.0 <= slo < shi <= 1.0) or self._step_bounds()[0] > self._step_bounds()[1]:
+            raise ConfigError(f"structure.step_range: got {self.step_range}; need 0 <= min < max <= 1 with at least "
+                              f"one whole cell of {self.depth_cells} inside")
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"structure.classes: got {self.classes}; each class at most once")
         return self
+
+    def _step_bounds(self) -> tuple[int, int]:
+        """Smallest and largest step depth [cells] allowed by ``step_range``."""
+        lo = max(1, int(np.ceil(self.step_range[0] * self.depth_cells - 1e-9)))
+        hi = min(self.depth_cells - 1, int(np.floor(self.step_range[1] * self.depth_cells + 1e-9)))
+        return lo, hi
 
     @property
     def cell_angstrom(self) -> tuple[float, float, float]:
@@ -73,7 +85,8 @@ class LaoStoFamily(StrictModel):
         """Atoms of sample `index` and its labels (class_index, step_cells or -1, intermix_fraction)."""
         rng = sample_rng(seed, index, 0)
         name = self.classes[index % len(self.classes)]
-        step_cells = int(rng.integers(1, self.depth_cells))
+        lo, hi = self._step_bounds()
+        step_cells = int(rng.integers(lo, hi + 1))
         p = float(rng.uniform(*self.intermix_range))
         atoms, params = lao_sto_interface(name, step_fraction=step_cells / self.depth_cells, intermix_fraction=p,
                                           seed=rng, n_sto=self.n_sto, n_lao=self.n_lao,

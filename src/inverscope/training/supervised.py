@@ -10,7 +10,9 @@ TensorBoard logs, a progress bar, and DDP across ``devices`` / ``num_nodes``.
 from __future__ import annotations
 
 import csv
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -138,6 +140,10 @@ def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = 
     """
     c = module.train_cfg
     out = Path(out_dir) / name
+    for logger_name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(logger_name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     L.seed_everything(c.seed, workers=True, verbose=False)
     ckpt_dir = out / "checkpoints"
     monitor_mode = ("val_loss", "min")

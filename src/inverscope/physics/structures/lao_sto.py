@@ -63,7 +63,7 @@ def interface_cell(n_sto: int = 3, n_lao: int = 3, width_cells: int = 2, depth_c
     for layer in range(n_sto + n_lao):
         film = layer >= n_sto
         species = {"A": "La" if film else "Sr", "B": "Al" if film else "Ti", "O": "O"}
-        for plane, dz in ((_AO_PLANE, 0.0), (_BO2_PLANE, 0.5)):
+        for plane in (_AO_PLANE, _BO2_PLANE):
             for site, (fx, fy, fz) in plane:
                 tag = 0
                 if layer == n_sto and site != "O":
@@ -71,7 +71,7 @@ def interface_cell(n_sto: int = 3, n_lao: int = 3, width_cells: int = 2, depth_c
                 for i in range(depth_cells):
                     for j in range(width_cells):
                         symbols.append(species[site])
-                        frac.append((fy + j, layer + fz + dz, fx + i + 0.25))
+                        frac.append((fy + j, layer + fz, fx + i + 0.25))
                         tags.append(tag)
     pos = np.asarray(frac) * a_angstrom
     cell = np.array([width_cells, n_sto + n_lao, depth_cells], dtype=float) * a_angstrom
