@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   install everything into .venv and run the main job on its built-in default
+#   make demo   install everything into .venv and run the main job (recipes/lao_sto_quick.yaml)
 #   make test   install everything (with the abTEM reference) and run the test suite
 PY ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ install-test: $(VENV)/bin/python
 	$(PIP) -e ".[test]"
 
 demo: install
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/inverscope simulate recipes/srtio3_demo.yaml --out out/demo
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/inverscope run recipes/lao_sto_quick.yaml --out out/lao_sto_quick
 
 test: install-test
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/python -m pytest -q

@@ -165,7 +165,7 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
             if quiet:
                 section.progress_bar = False
         metrics = run_study(cfg, out, progress=_StageProgress(quiet), scheduler=scheduler,
-                            log=(lambda m: None) if quiet else (lambda m: console.print(f"[bold]>[/] {m}")))
+                            log=(lambda m: None) if quiet else (lambda m: console.print(f"[bold]>[/] {m}", soft_wrap=True)))
     except InverscopeError as err:
         _fail(err)
     accs = ", ".join(f"{k} {100 * v['accuracy']:.1f} %" for k, v in metrics["classification"].items())
@@ -191,7 +191,7 @@ def campaign(config: Path = typer.Argument(..., help="campaign YAML, or a study 
     except InverscopeError as err:
         _fail(err)
     console.print(f"wrote {out}: {stats['simulated']} samples simulated, {stats['skipped']} already there "
-                  f"({stats['wall_s']:.1f} s)")
+                  f"({stats['wall_s']:.1f} s)", soft_wrap=True)
 
 
 @app.command()

@@ -111,7 +111,7 @@ def test_bad_input(tiny_run, tmp_path):
     assert "another campaign" in _one_line_error(cli("run", other, "--out", out))
     assert (out / "metrics.json").read_bytes() == before
     assert "no such" in _one_line_error(cli("run", tmp_path / "missing.yaml", "--out", tmp_path / "o2"))
-    assert "no such campaign store" in _one_line_error(
+    assert "no such file" in _one_line_error(
         cli("predict", out / "models" / "classifier_paper", tmp_path / "nope.zarr", "--out", tmp_path / "p"))
 
 

@@ -64,3 +64,26 @@ def test_model_roundtrip_and_bad_metadata(tmp_path):
     (tmp_path / "m.json").unlink()
     with pytest.raises(InverscopeError, match="needs both"):
         load_model(tmp_path / "m")
+
+
+def test_streaming_training_from_fresh_simulations(tmp_path):
+    """Train straight from the torch simulator: no store is written."""
+    from torch.utils.data import DataLoader
+
+    from inverscope.datasets.examples import StreamingSimulation
+    from tests.datasets.test_campaign import tiny_config
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    net = StackCNN3D(StackCNN3DConfig(input_shape=(5, 9, 9), channels=[2], hidden=4, num_outputs=2))
+    stream = StreamingSimulation(cfg, ["rough", "intermixed"], start=0, max_samples=3)
+    val = StreamingSimulation(cfg, ["rough", "intermixed"], start=100, max_samples=2)
+    x0 = np.stack([x.numpy() for x, _ in StreamingSimulation(cfg, ["rough", "intermixed"], max_samples=2)])
+    task = StackTask(net, "classification", TrainConfig(max_epochs=1, progress_bar=False, optimizer="adam", lr=1e-3),
+                     pixel_normalization(x0))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    res = fit(task, DataLoader(stream, batch_size=4), DataLoader(val, batch_size=8), tmp_path, "stream",
+              limit_train_batches=2)
+    assert res.epochs == 1 and "val_loss" in res.history[-1]
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not list(tmp_path.rglob("*.zarr"))

@@ -23,7 +23,7 @@ from inverscope.core.errors import InverscopeError
 from inverscope.core.io import write_json_atomic
 from inverscope.core.seeding import torch_generator
 from inverscope.datasets.augment import AugmentConfig, Augmenter
-from inverscope.datasets.campaign import CampaignConfig, open_campaign, run_campaign
+from inverscope.datasets.campaign import CampaignConfig, open_campaign, open_campaign_store, run_campaign
 from inverscope.datasets.examples import Examples, classification_examples, regression_examples, split_indices
 from inverscope.models.baselines import baseline_predict, fit_baseline
 from inverscope.models.io import save_model
@@ -233,6 +233,7 @@ def run_study(recipe: LaoStoRecipe, out_dir, progress: Progress | None = None, l
     t0 = time.perf_counter()
     cfg = recipe.campaign
     sched = scheduler or recipe.dask.scheduler
+    open_campaign_store(out / "campaign.zarr", cfg)  # refuses another campaign's store before any work
     log(f"simulating {cfg.num_samples} samples into {out / 'campaign.zarr'}")
     stats = run_campaign(cfg, out / "campaign.zarr", scheduler=sched, n_workers=_workers(recipe),
                          progress=(lambda d, n: progress("simulate", d, n)) if progress else None)

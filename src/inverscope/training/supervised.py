@@ -10,6 +10,7 @@ TensorBoard logs, a progress bar, and DDP across ``devices`` / ``num_nodes``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 import warnings
@@ -24,6 +25,7 @@ from pydantic import Field
 from torch.utils.data import DataLoader, TensorDataset
 
 from inverscope.core.config import StrictModel
+from inverscope.core.io import write_json_atomic
 from inverscope.core.seeding import torch_generator
 from inverscope.datasets.augment import AugmentConfig, Augmenter
 
@@ -133,9 +135,13 @@ def read_history(csv_path) -> list[dict]:
     return [rows[e] for e in sorted(rows)]
 
 
-def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = True) -> FitResult:
-    """Train `module` on (x, y) arrays; logs and checkpoints go to ``out_dir/name``.
+def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = True,
+        limit_train_batches: int | None = None) -> FitResult:
+    """Train `module`; logs and checkpoints go to ``out_dir/name``.
 
+    ``train_xy`` and ``val_xy`` are (x, y) arrays or DataLoaders; a DataLoader over
+    :class:`inverscope.datasets.examples.StreamingSimulation` trains on fresh simulations
+    that never touch disk (then set ``limit_train_batches``: batches per epoch).
     With ``resume`` a run whose ``last.ckpt`` exists continues from it.
     """
     c = module.train_cfg
@@ -154,14 +160,19 @@ def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = 
     loggers = [L.pytorch.loggers.CSVLogger(out, name="", version="csv"),
                L.pytorch.loggers.TensorBoardLogger(out, name="", version="tensorboard")]
     strategy = "ddp" if (str(c.devices) not in ("1", "auto") or c.num_nodes > 1) else "auto"
-    trainer = L.Trainer(max_epochs=c.max_epochs, accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes,
+    trainer = L.Trainer(max_epochs=c.max_epochs, limit_train_batches=limit_train_batches, accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes,
                         strategy=strategy, precision=c.precision, callbacks=callbacks, logger=loggers,
                         enable_progress_bar=c.progress_bar, enable_model_summary=False, log_every_n_steps=1,
                         deterministic="warn")
     last = ckpt_dir / "last.ckpt"
+    earlier = []
+    if resume and last.is_file():
+        saved = out / "history.json"
+        earlier = json.loads(saved.read_text())["history"] if saved.is_file() else read_history(out / "csv" / "metrics.csv")
     t0 = time.perf_counter()
-    trainer.fit(module, _loader(*train_xy, module.task, c.batch_size, True, c.seed),
-                _loader(*val_xy, module.task, 256, False, c.seed),
+    train = train_xy if isinstance(train_xy, DataLoader) else _loader(*train_xy, module.task, c.batch_size, True, c.seed)
+    val = val_xy if isinstance(val_xy, DataLoader) else _loader(*val_xy, module.task, 256, False, c.seed)
+    trainer.fit(module, train, val,
                 ckpt_path=str(last) if resume and last.is_file() else None)
     wall = time.perf_counter() - t0
     best = callbacks[0].best_model_path or None
@@ -169,4 +180,9 @@ def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = 
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     module.eval()
-    return FitResult(module, read_history(out / "csv" / "metrics.csv"), best, wall, trainer.current_epoch)
+    # Lightning's CSV logger starts a fresh file on resume: keep the epochs logged before it
+    merged = {h["epoch"]: h for h in earlier}
+    merged.update({h["epoch"]: h for h in read_history(out / "csv" / "metrics.csv")})
+    history = [merged[e] for e in sorted(merged)]
+    write_json_atomic(out / "history.json", {"history": history})
+    return FitResult(module, history, best, wall, trainer.current_epoch)
