@@ -1,7 +1,7 @@
 """Run a trained stack network on stacks of CBED patterns: normalization, batching, MC dropout.
 
-The network input is ``(x - mean) / std`` per detector pixel, with ``mean`` and ``std``
-from the model metadata (``normalization``), then ``net(x)``. Classification gives
+The network input is ``(T(x) - mean) / std`` with the transform T (none or sqrt) and the
+``mean`` and ``std`` (scalar or per detector pixel) of the model metadata (``normalization``), then ``net(x)``. Classification gives
 softmax probabilities; regression gives the value of the first output and, with
 ``mc_dropout > 0``, the spread of that value over stochastic (dropout-on) passes.
 """
@@ -13,6 +13,7 @@ import torch
 from torch.nn.modules.dropout import _DropoutNd
 
 from inverscope.core.errors import InverscopeError
+from inverscope.models.normalization import normalization_tensors, normalize
 
 
 def expected_stack_shape(meta: dict) -> tuple[int, int, int]:
@@ -46,14 +47,8 @@ def check_finite(x: np.ndarray, what: str = "data") -> None:
         raise InverscopeError(f"{what}: {bad} of {x.size} values are NaN or infinite (unwritten or corrupt patterns?)")
 
 
-def _normalization(meta: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    norm = meta.get("normalization") or {}
-    try:
-        mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device)
-        std = torch.tensor(norm["std"], dtype=torch.float32, device=device)
-    except (KeyError, TypeError, ValueError):
-        raise InverscopeError("model metadata: 'normalization' needs 'mean' and 'std' (ky x kx lists)") from None
-    return mean, std
+def _normalization(meta: dict, device: torch.device) -> tuple[str, torch.Tensor, torch.Tensor]:
+    return normalization_tensors(meta.get("normalization") or {}, device)
 
 
 def _dropout_modules(net: torch.nn.Module) -> list[torch.nn.Module]:
@@ -96,7 +91,7 @@ def predict_stacks(net: torch.nn.Module, meta: dict, x: np.ndarray, batch_size: 
     check_stack_shape(x.shape[1:], meta)
     check_finite(x, "stacks")
     dev = torch.device(device)
-    mean, std = _normalization(meta, dev)
+    transform, mean, std = _normalization(meta, dev)
     task = meta.get("task", "classification")
     if task not in ("classification", "regression"):
         raise InverscopeError(f"model metadata: task {task!r}, expected 'classification' or 'regression'")
@@ -110,7 +105,7 @@ def predict_stacks(net: torch.nn.Module, meta: dict, x: np.ndarray, batch_size: 
             torch.manual_seed(int(seed))
             for i in range(0, x.shape[0], int(batch_size)):
                 xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32), device=dev)
-                xb = (xb - mean) / std
+                xb = normalize(xb, transform, mean, std)
                 out = net(xb).float()
                 outs.append(out.cpu().numpy())
                 if n_mc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -28,12 +28,17 @@ from inverscope.datasets.examples import Examples, classification_examples, regr
 from inverscope.models.baselines import baseline_predict, fit_baseline
 from inverscope.models.io import save_model
 from inverscope.models.nets import StackCNN3D, StackCNN3DConfig
-from inverscope.training.supervised import StackTask, TrainConfig, fit, pixel_normalization
+from inverscope.models.normalization import fit_normalization
+from inverscope.training.supervised import StackTask, TrainConfig, fit
 
 Progress = Callable[[str, int, int], None]
 
 
 class NetConfig(StrictModel):
+    #: network input: per-detector-pixel standardization (measured best on the quick recipe:
+    #: 98.0 / 90.0 % vs 94.9 / 81.1 % with sqrt + one global scale, paper / matched mode)
+    input_transform: Literal["none", "sqrt"] = "none"
+    per_pixel_normalization: bool = True
     channels: list[int] = Field(default_factory=lambda: [16, 32, 32], min_length=1)
     kernel_size: int = 3
     pool: tuple[int, int, int] = (2, 2, 2)
@@ -108,7 +113,8 @@ def _augment_fixed(x: np.ndarray, augment: AugmentConfig, seed: int) -> np.ndarr
 def _net(cfg: NetConfig, input_shape, outputs: int, seed: int) -> StackCNN3D:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return StackCNN3D(StackCNN3DConfig(input_shape=tuple(input_shape), num_outputs=outputs, **cfg.model_dump()))
+        arch = cfg.model_dump(exclude={"input_transform", "per_pixel_normalization"})
+        return StackCNN3D(StackCNN3DConfig(input_shape=tuple(input_shape), num_outputs=outputs, **arch))
 
 
 def _model_meta(task, class_names, norm, ex: Examples, group, recipe, extra) -> dict:
@@ -120,7 +126,7 @@ def _model_meta(task, class_names, norm, ex: Examples, group, recipe, extra) -> 
 
 
 def _train_net(task, tr: Examples, va: Examples, n_out, net_cfg, train_cfg, recipe, out: Path, name: str):
-    norm = pixel_normalization(tr.x)
+    norm = fit_normalization(tr.x, net_cfg.input_transform, net_cfg.per_pixel_normalization)
     net = _net(net_cfg, tr.x.shape[1:], n_out, train_cfg.seed)
     module = StackTask(net, task, train_cfg, norm, recipe.augment)
     res = fit(module, (tr.x, tr.y), (va.x, va.y), out / "training", name)

@@ -62,11 +62,12 @@ def write_report(recipe, group, cls: dict, reg: dict, stats: dict, timings: dict
     s.table(["mode", "3D-CNN accuracy", "PCA + logistic regression", "train examples", "test examples"], rows,
             caption="Held-out classification (test stacks augmented with the training noise and rotations)")
     lo, hi = recipe.classification.step_fraction_range
+    near_flat = [f"{k} {100 * v['accuracy_near_flat_steps']:.0f} % of {v['n_near_flat_steps']}"
+                 for k, v in metrics["classification"].items() if "accuracy_near_flat_steps" in v]
     if (lo, hi) != (0.0, 1.0):
-        s.text(f"Rough examples count when the step lies between {lo:.2f} and {hi:.2f} of the thickness. Held-out rough "
-               "examples outside that range (almost flat columns), classified by the same networks: " + "; ".join(
-                   f"{k} {100 * v['accuracy_near_flat_steps']:.0f} % of {v['n_near_flat_steps']}"
-                   for k, v in metrics["classification"].items() if "accuracy_near_flat_steps" in v) + ".")
+        s.text(f"Rough examples count when the step lies between {lo:.2f} and {hi:.2f} of the thickness. "
+               + ("Held-out rough examples outside that range (almost flat columns), classified by the same networks: "
+                  + "; ".join(near_flat) + "." if near_flat else "No held-out rough example fell outside that range."))
     first = next(iter(metrics["classification"].values()), {})
     if "static_check" in first:
         sc = first["static_check"]

@@ -28,6 +28,7 @@ from inverscope.core.config import StrictModel
 from inverscope.core.io import write_json_atomic
 from inverscope.core.seeding import torch_generator
 from inverscope.datasets.augment import AugmentConfig, Augmenter
+from inverscope.models.normalization import fit_normalization, normalization_tensors, normalize
 
 Task = Literal["classification", "regression"]
 
@@ -51,10 +52,8 @@ class TrainConfig(StrictModel):
 
 
 def pixel_normalization(x: np.ndarray) -> dict:
-    """Per-detector-pixel mean and std [same units as x] over all stacks and positions."""
-    flat = x.reshape(-1, *x.shape[-2:])
-    std = flat.std(axis=0)
-    return {"mean": flat.mean(axis=0).tolist(), "std": np.maximum(std, 1e-6 * std.max() + 1e-12).tolist()}
+    """Per-detector-pixel mean and std [same units as x] over all stacks and positions (no transform)."""
+    return fit_normalization(x, transform="none", per_pixel=True)
 
 
 class StackTask(L.LightningModule):
@@ -65,12 +64,13 @@ class StackTask(L.LightningModule):
         super().__init__()
         self.net, self.task, self.train_cfg = net, task, train
         self.augmenter = Augmenter(augment) if augment is not None else None
-        self.register_buffer("mean", torch.tensor(normalization["mean"], dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(normalization["std"], dtype=torch.float32))
+        self.transform, mean, std = normalization_tensors(normalization)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
         self._gen = torch_generator(train.seed + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.net(normalize(x, self.transform, self.mean, self.std))
 
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return self.augmenter(x, gen) if self.augmenter is not None else x
