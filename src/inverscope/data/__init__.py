@@ -1,0 +1,1 @@
+"""Bundled example data sets (see each subfolder's README for attribution)."""
