@@ -144,16 +144,21 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
         workers: Optional[int] = typer.Option(None, "--workers", help="Dask LocalCluster worker processes (0: in-process)"),
         devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices per node (DDP when > 1)"),
         num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Lightning nodes (DDP)"),
+        data_file: Optional[Path] = typer.Option(None, "--data", help="your own data file (spectroscopy studies)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
-    """Run a study end to end (simulate, train, evaluate, report): OUT/report.html and OUT/metrics.json."""
+    """Run a study end to end (simulate or load, train, evaluate, report): OUT/report.html and OUT/metrics.json."""
     from inverscope.core.config import validate
     from inverscope.studies.lao_sto import LaoStoRecipe, run_study
 
     try:
         data = _read_mapping(recipe)
         study = data.get("study", "lao_sto")
+        if study == "pfm_switching":
+            return _run_pfm(recipe, data, out, data_file, quiet)
         if study != "lao_sto":
-            raise InverscopeError(f"{recipe}: study: got {study!r}; allowed: lao_sto")
+            raise InverscopeError(f"{recipe}: study: got {study!r}; allowed: lao_sto, pfm_switching")
+        if data_file is not None:
+            raise InverscopeError("--data: the lao_sto study simulates its data; use `inverscope predict` for yours")
         cfg = validate(LaoStoRecipe, data, str(recipe))
         if workers is not None:
             cfg.dask.n_workers = workers
@@ -171,6 +176,20 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
     accs = ", ".join(f"{k} {100 * v['accuracy']:.1f} %" for k, v in metrics["classification"].items())
     console.print(f"wrote {out}/report.html and {out}/metrics.json (accuracy: {accs}; "
                   f"{metrics['timings_s']['total_s']:.0f} s)")
+
+
+def _run_pfm(recipe: Path, data: dict, out: Path, data_file: Optional[Path], quiet: bool) -> None:
+    from inverscope.core.config import validate
+    from inverscope.studies.pfm_switching import PFMRecipe, run_study
+
+    cfg = validate(PFMRecipe, data, str(recipe))
+    if quiet:
+        cfg.train.progress_bar = False
+    m = run_study(cfg, out, data_file=None if data_file is None else str(data_file),
+                  log=(lambda msg: None) if quiet else (lambda msg: console.print(f"[bold]>[/] {msg}", soft_wrap=True)))
+    console.print(f"wrote {out}/report.html and {out}/metrics.json (held-out MSE {m['model']['heldout_mse']:.5f}, "
+                  f"PCA-{m['pca_same_components']['n_components']} {m['pca_same_components']['heldout_mse']:.5f})",
+                  soft_wrap=True)
 
 
 @app.command()

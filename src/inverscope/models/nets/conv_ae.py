@@ -24,6 +24,8 @@ class SparseConvAEConfig(StrictModel):
     latent: int = Field(16, ge=1)
     hidden: int = Field(128, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: BatchNorm on the latent pre-activation keeps ReLU units from all dying under the L1 penalty
+    latent_batchnorm: bool = True
 
 
 class SparseConvAE(nn.Module):
@@ -40,7 +42,8 @@ class SparseConvAE(nn.Module):
             ch, length = out, math.floor((length + 2 * pad - c.kernel_size) / 2) + 1
         self._shape = (ch, length)
         self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(ch * length, c.hidden), nn.GELU(),
-                                     nn.Dropout(c.dropout), nn.Linear(c.hidden, c.latent), nn.ReLU())
+                                     nn.Dropout(c.dropout), nn.Linear(c.hidden, c.latent),
+                                     nn.BatchNorm1d(c.latent) if c.latent_batchnorm else nn.Identity(), nn.ReLU())
         self.expand = nn.Sequential(nn.Linear(c.latent, c.hidden), nn.GELU(), nn.Linear(c.hidden, ch * length), nn.GELU())
         dec = []
         for out in list(reversed(c.channels[:-1])) + [c.channels[0]]:

@@ -1,0 +1,149 @@
+"""BE-PFM switching study (Agar et al. 2019): a sparse autoencoder on real PZT hysteresis loops.
+
+Thin composition: loader (datasets.io.beps) -> published preprocessing (datasets.preprocess)
+-> seeded 80/20 split by pixel -> autoencoder (models.nets, training.autoencoder) -> held-out
+MSE next to PCA with as many components as active latents, the imported published weights,
+PCA(16)/NMF/divisive k-means maps (analysis.decomposition) -> report.html + metrics.json.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from inverscope.core.config import StrictModel
+from inverscope.core.io import write_json_atomic
+from inverscope.datasets.io.beps import BEPSData, load_beps, load_example
+from inverscope.datasets.preprocess import published_preprocessing
+from inverscope.models.io import save_model
+from inverscope.models.nets import build_net
+from inverscope.training.autoencoder import AETrainConfig, fit_autoencoder, reconstruct
+
+
+class DataConfig(StrictModel):
+    file: str | None = None            # None: the bundled PZT piezoresponse loops
+    channel: str | None = None
+    voltage_key: str | None = None
+    range_filter: tuple[float, float] | None = None
+
+
+class ModelConfig(StrictModel):
+    architecture: Literal["sparse_conv_ae", "bilstm_ae"] = "sparse_conv_ae"
+    config: dict = Field(default_factory=dict)
+
+
+class PFMRecipe(StrictModel):
+    study: Literal["pfm_switching"] = "pfm_switching"
+    name: str = "pfm_switching"
+    data: DataConfig = Field(default_factory=DataConfig)
+    train_fraction: float = Field(0.8, gt=0, lt=1)
+    split_seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: AETrainConfig = Field(default_factory=AETrainConfig)
+    #: also train the published BiLSTM from scratch for this many minutes (0: skip)
+    published_architecture_minutes: float = Field(0.0, ge=0)
+    published_architecture_epochs: int = Field(20, ge=1)
+    published_weights: bool = True     # import the published Keras weights (bundled data only)
+    resonance: bool = True             # the published resonance model on the bundled resonance loops
+    pca_components: int = Field(16, ge=1)
+    nmf_components: int = Field(4, ge=1)
+    seed: int = 0
+
+
+def load_data(cfg: DataConfig, data_file: str | None = None) -> tuple[BEPSData, bool]:
+    """The loops to analyse and whether they are the bundled example."""
+    path = data_file or cfg.file
+    if path is None:
+        return load_example("pzt_piezoresponse"), True
+    return load_beps(path, channel=cfg.channel, voltage_key=cfg.voltage_key), False
+
+
+def _published(data_dir_name: str):
+    from importlib.resources import files
+
+    from inverscope.models.keras_import import load_keras_bilstm_weights
+
+    return load_keras_bilstm_weights(str(files("inverscope") / "data" / "agar2019" / "keras" / data_dir_name))
+
+
+def _train(recipe, arch: str, config: dict, train_x, test_x, out: Path, name: str, cfg: AETrainConfig):
+    config = {"steps": train_x.shape[1], "latent": 16, **config}
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        net = build_net(arch, config)
+    res = fit_autoencoder(net, train_x, test_x, cfg, out / "training", name)
+    rec, _ = reconstruct(net, test_x)
+    return net, res, float(np.mean((rec - test_x) ** 2))
+
+
+def run_study(recipe: PFMRecipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print) -> dict:
+    from inverscope.analysis.decomposition import active_latents, divisive_kmeans, nmf_baseline, pca_baseline
+    from inverscope.studies.pfm_report import write_report
+
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    data, bundled = load_data(recipe.data, data_file)
+    rows, cols, steps = data.loops.shape
+    x, scaler = published_preprocessing(data.flat(), resonance_range=recipe.data.range_filter)
+    x = x.astype(np.float32)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data loaded and passed its checks
+    perm = np.random.default_rng(recipe.split_seed).permutation(len(x))
+    n_train = int(round(recipe.train_fraction * len(x)))
+    tr_idx, te_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])
+    log(f"{rows}x{cols} loops of {steps} steps from {data.source}; training {recipe.model.architecture} on {n_train}")
+    net, res, mse = _train(recipe, recipe.model.architecture, recipe.model.config, x[tr_idx], x[te_idx], out,
+                           "model", recipe.train)
+    _, z_all = reconstruct(net, x)
+    active = active_latents(z_all)
+    save_model(out / "models" / "autoencoder", net, recipe.model.architecture,
+               {"task": "autoencoder", "normalization": scaler.to_dict(), "voltage": data.voltage.tolist(),
+                "channel": data.channel, "active_latents": active})
+    m = {"recipe": recipe.name, "data": {"source": data.source, "shape": [rows, cols, steps]},
+         "model": {"architecture": recipe.model.architecture, "heldout_mse": mse, "active_latents": active,
+                   "train_wall_s": res.wall_s, "epochs": res.epochs, "n_train": n_train, "n_test": len(te_idx)}}
+    n_pca = max(1, len(active))
+    m["pca_same_components"] = {"n_components": n_pca, "heldout_mse": pca_baseline(x[tr_idx], x[te_idx], n_pca)["heldout_mse"]}
+    m["pca5_heldout_mse"] = pca_baseline(x[tr_idx], x[te_idx], 5)["heldout_mse"]
+    extra = {"x": x, "z": z_all, "net": net, "history": res.history, "voltage": data.voltage, "grid": (rows, cols)}
+    if recipe.published_architecture_minutes > 0:
+        log(f"training the published BiLSTM from scratch for {recipe.published_architecture_minutes} min")
+        # sigmoid gates run on torch's fused LSTM kernel; the schedule is sized to the time budget
+        cfg = recipe.train.model_copy(update={"max_minutes": recipe.published_architecture_minutes, "lr": 3e-3,
+                                              "max_epochs": recipe.published_architecture_epochs, "batch_size": 256})
+        _, res_b, mse_b = _train(recipe, "bilstm_ae", {"gate": "sigmoid"}, x[tr_idx], x[te_idx], out,
+                                 "published_architecture", cfg)
+        m["published_architecture_from_scratch"] = {"heldout_mse": mse_b, "epochs": res_b.epochs, "train_wall_s": res_b.wall_s}
+    if recipe.published_weights and bundled and steps == 96:
+        log("importing the published Keras weights")
+        pub, _ = _published("piezoresponse_weights.hdf5")
+        rec_p, z_p = reconstruct(pub, x)
+        ref = np.load(Path(__file__).resolve().parents[1] / "data" / "agar2019" / "published_piezoresponse_embeddings.npy")
+        act_p = active_latents(z_p)
+        corr = {str(i): float(np.corrcoef(z_p[:, i], ref[:, i])[0, 1]) for i in act_p}
+        m["published_weights"] = {"mse_all": float(np.mean((rec_p - x) ** 2)),
+                                  "heldout_mse": float(np.mean((rec_p[te_idx] - x[te_idx]) ** 2)),
+                                  "active_latents": act_p, "latent_correlation": corr,
+                                  "min_latent_correlation": min(corr.values()) if corr else None}
+        extra["published"] = (pub, z_p)
+    if recipe.resonance and bundled:
+        res_data = load_example("pzt_resonance").flat().astype(np.float32)
+        pub_r, _ = _published("resonance_weights.hdf5")
+        rec_r, z_r = reconstruct(pub_r, res_data)
+        m["resonance_published_weights"] = {"mse_all": float(np.mean((rec_r - res_data) ** 2)),
+                                            "active_latents": active_latents(z_r)}
+        extra["resonance"] = (pub_r, z_r)
+    log("baselines: PCA, NMF, divisive k-means")
+    extra["pca"] = pca_baseline(x[tr_idx], x[te_idx], min(recipe.pca_components, steps))
+    extra["nmf"] = nmf_baseline(x, recipe.nmf_components, recipe.seed)
+    extra["kmeans"] = divisive_kmeans(x, recipe.seed)
+    m["pca16_heldout_mse"] = extra["pca"]["heldout_mse"]
+    m["nmf_mse"] = extra["nmf"]["mse"]
+    m["timings_s"] = {"total_s": time.perf_counter() - t0}
+    write_report(recipe, m, extra, out)
+    write_json_atomic(out / "metrics.json", m)
+    return m

@@ -1,0 +1,75 @@
+"""BE-PFM switching study through the CLI: bundled data, a user's file via --data, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+TINY = """
+study: pfm_switching
+name: tiny
+model: {architecture: sparse_conv_ae, config: {channels: [8, 16], hidden: 32}}
+train: {max_epochs: 3, progress_bar: false, batch_size: 128}
+published_architecture_minutes: 0
+pca_components: 8
+"""
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "inverscope.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
+
+
+def one_line_error(r):
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pfm")
+    (d / "tiny.yaml").write_text(TINY)
+    return d / "tiny.yaml"
+
+
+def test_bundled_data_run_reproduces_the_published_model(recipe, tmp_path):
+    r = cli("run", recipe, "--out", tmp_path / "out", "--quiet")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["data"]["shape"] == [60, 60, 96] and m["model"]["n_test"] == 720
+    assert abs(m["published_weights"]["mse_all"] - 0.00252) / 0.00252 < 0.01
+    assert m["published_weights"]["active_latents"] == [1, 7, 11, 12, 15]
+    assert m["published_weights"]["min_latent_correlation"] >= 0.98
+    assert abs(m["pca5_heldout_mse"] - 0.0021) < 0.0002  # the README's PCA-5 figure
+    assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64") >= 8
+    assert (tmp_path / "out" / "models" / "autoencoder.safetensors").is_file()
+
+
+def test_users_file_with_data_option(recipe, tmp_path):
+    rng = np.random.default_rng(0)
+    v = np.concatenate([np.linspace(10, -10, 20), np.linspace(-10, 10, 20)])
+    c = rng.uniform(1, 4, (8 * 9, 1))
+    loops = np.tanh((v[None] + np.where(np.arange(40) < 20, 1, -1) * c) / 2).reshape(8, 9, 40)
+    np.savez(tmp_path / "mine.npz", loops=loops, voltage=v)
+    r = cli("run", recipe, "--out", tmp_path / "o", "--data", tmp_path / "mine.npz", "--quiet")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["data"]["shape"] == [8, 9, 40] and "published_weights" not in m
+
+
+def test_bad_input(recipe, tmp_path):
+    np.savez(tmp_path / "short.npz", loops=np.zeros((4, 4, 30)), voltage=np.zeros(29))
+    assert "29" in one_line_error(cli("run", recipe, "--out", tmp_path / "a", "--data", tmp_path / "short.npz"))
+    np.savez(tmp_path / "nan.npz", loops=np.full((4, 4, 30), np.nan), voltage=np.zeros(30))
+    assert "NaN" in one_line_error(cli("run", recipe, "--out", tmp_path / "b", "--data", tmp_path / "nan.npz"))
+    np.savez(tmp_path / "noloops.npz", voltage=np.zeros(30))
+    one_line_error(cli("run", recipe, "--out", tmp_path / "c", "--data", tmp_path / "noloops.npz"))
+    bad = tmp_path / "chan.yaml"
+    bad.write_text(TINY + "data: {channel: nope}\n")
+    assert "nope" in one_line_error(cli("run", bad, "--out", tmp_path / "d", "--data", tmp_path / "short.npz"))
+    assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abcd")
