@@ -147,3 +147,9 @@ def run_study(recipe: PFMRecipe, out_dir, data_file: str | None = None, log: Cal
     write_report(recipe, m, extra, out)
     write_json_atomic(out / "metrics.json", m)
     return m
+
+
+def load_recipe_file(path) -> PFMRecipe:
+    from inverscope.core.config import load_yaml
+
+    return load_yaml(path, PFMRecipe)
