@@ -9,7 +9,8 @@ import torch
 from inverscope.core.errors import InverscopeError
 from inverscope.models.io import load_model, save_model
 from inverscope.models.nets import StackCNN3D, StackCNN3DConfig
-from inverscope.training.supervised import StackTask, TrainConfig, fit, pixel_normalization
+from inverscope.models.normalization import fit_normalization
+from inverscope.training.supervised import StackTask, TrainConfig, fit
 
 
 def toy(n, seed):
@@ -27,7 +28,7 @@ def module(max_epochs=8, seed=0):
     net = StackCNN3D(StackCNN3DConfig(input_shape=(4, 7, 7), channels=[4], hidden=8, num_outputs=2))
     cfg = TrainConfig(optimizer="adam", lr=0.01, max_epochs=max_epochs, batch_size=16, progress_bar=False, seed=seed)
     xtr, _ = toy(64, 1)
-    return StackTask(net, "classification", cfg, pixel_normalization(xtr), augment=None)
+    return StackTask(net, "classification", cfg, fit_normalization(xtr, "none", per_pixel=True), augment=None)
 
 
 def test_learns_logs_checkpoints_and_resumes(tmp_path):
@@ -80,7 +81,7 @@ def test_streaming_training_from_fresh_simulations(tmp_path):
     val = StreamingSimulation(cfg, ["rough", "intermixed"], start=100, max_samples=2)
     x0 = np.stack([x.numpy() for x, _ in StreamingSimulation(cfg, ["rough", "intermixed"], max_samples=2)])
     task = StackTask(net, "classification", TrainConfig(max_epochs=1, progress_bar=False, optimizer="adam", lr=1e-3),
-                     pixel_normalization(x0))
+                     fit_normalization(x0, "none", per_pixel=True))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     res = fit(task, DataLoader(stream, batch_size=4), DataLoader(val, batch_size=8), tmp_path, "stream",
               limit_train_batches=2)

@@ -23,12 +23,12 @@ def pca_baseline(train: np.ndarray, test: np.ndarray, n: int, seed: int = 0) -> 
 
 
 def nmf_baseline(x: np.ndarray, n: int, seed: int = 0) -> dict:
-    """NMF(n) on data shifted to be non-negative: maps (n_pixels, n), components and MSE."""
+    """NMF(n) on data shifted to be non-negative: maps (n_pixels, n), components (of x - shift) and MSE."""
     shift = float(min(0.0, x.min()))
     m = NMF(n_components=n, init="nndsvda", max_iter=500, random_state=seed)
     w = m.fit_transform(x - shift)
     rec = w @ m.components_ + shift
-    return {"maps": w, "components": m.components_ + shift / max(n, 1), "mse": float(np.mean((rec - x) ** 2)), "shift": shift}
+    return {"maps": w, "components": m.components_, "mse": float(np.mean((rec - x) ** 2)), "shift": shift}
 
 
 def divisive_kmeans(x: np.ndarray, seed: int = 0, k: int = 2, sub_k: int = 2) -> dict:

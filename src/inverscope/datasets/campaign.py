@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -313,9 +312,5 @@ def open_campaign(path) -> "zarr.Group":
     return group
 
 
-def estimate_bytes(cfg: CampaignConfig) -> int:
-    return 4 * cfg.num_samples * math.prod(_pattern_shape(cfg))
-
-
 __all__ = ["CampaignConfig", "MicroscopeConfig", "LinesConfig", "ComputeConfig", "simulate_sample", "run_campaign",
-           "open_campaign", "open_campaign_store", "pending_indices", "estimate_bytes"]
+           "open_campaign", "open_campaign_store", "pending_indices"]

@@ -71,7 +71,7 @@ def _published(data_dir_name: str):
     return load_keras_bilstm_weights(str(files("inverscope") / "data" / "agar2019" / "keras" / data_dir_name))
 
 
-def _train(recipe, arch: str, config: dict, train_x, test_x, out: Path, name: str, cfg: AETrainConfig):
+def _train(arch: str, config: dict, train_x, test_x, out: Path, name: str, cfg: AETrainConfig):
     config = {"steps": train_x.shape[1], "latent": 16, **config}
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
@@ -96,7 +96,7 @@ def run_study(recipe: PFMRecipe, out_dir, data_file: str | None = None, log: Cal
     n_train = int(round(recipe.train_fraction * len(x)))
     tr_idx, te_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])
     log(f"{rows}x{cols} loops of {steps} steps from {data.source}; training {recipe.model.architecture} on {n_train}")
-    net, res, mse = _train(recipe, recipe.model.architecture, recipe.model.config, x[tr_idx], x[te_idx], out,
+    net, res, mse = _train(recipe.model.architecture, recipe.model.config, x[tr_idx], x[te_idx], out,
                            "model", recipe.train)
     _, z_all = reconstruct(net, x)
     active = active_latents(z_all)
@@ -115,7 +115,7 @@ def run_study(recipe: PFMRecipe, out_dir, data_file: str | None = None, log: Cal
         # sigmoid gates run on torch's fused LSTM kernel; the schedule is sized to the time budget
         cfg = recipe.train.model_copy(update={"max_minutes": recipe.published_architecture_minutes, "lr": 3e-3,
                                               "max_epochs": recipe.published_architecture_epochs, "batch_size": 256})
-        _, res_b, mse_b = _train(recipe, "bilstm_ae", {"gate": "sigmoid"}, x[tr_idx], x[te_idx], out,
+        _, res_b, mse_b = _train("bilstm_ae", {"gate": "sigmoid"}, x[tr_idx], x[te_idx], out,
                                  "published_architecture", cfg)
         m["published_architecture_from_scratch"] = {"heldout_mse": mse_b, "epochs": res_b.epochs, "train_wall_s": res_b.wall_s}
     if recipe.published_weights and bundled and steps == 96:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 from pydantic import Field
 from torch.utils.data import DataLoader, TensorDataset
@@ -28,7 +27,7 @@ from inverscope.core.config import StrictModel
 from inverscope.core.io import write_json_atomic
 from inverscope.core.seeding import torch_generator
 from inverscope.datasets.augment import AugmentConfig, Augmenter
-from inverscope.models.normalization import fit_normalization, normalization_tensors, normalize
+from inverscope.models.normalization import normalization_tensors, normalize
 
 Task = Literal["classification", "regression"]
 
@@ -49,11 +48,6 @@ class TrainConfig(StrictModel):
     num_nodes: int = Field(1, ge=1)
     precision: str = "32-true"
     progress_bar: bool = True
-
-
-def pixel_normalization(x: np.ndarray) -> dict:
-    """Per-detector-pixel mean and std [same units as x] over all stacks and positions (no transform)."""
-    return fit_normalization(x, transform="none", per_pixel=True)
 
 
 class StackTask(L.LightningModule):
