@@ -3,10 +3,13 @@
 from inverscope.models.nets.bilstm_ae import BiLSTMAutoencoder, BiLSTMAutoencoderConfig
 from inverscope.models.nets.cnn3d import StackCNN3D, StackCNN3DConfig
 from inverscope.models.nets.conv_ae import SparseConvAE, SparseConvAEConfig
+from inverscope.models.nets.shallow import LoopCNN1D, LoopCNN1DConfig, ShallowMLP, ShallowMLPConfig
 
 NETS = {"stack_cnn3d": (StackCNN3D, StackCNN3DConfig),
         "bilstm_ae": (BiLSTMAutoencoder, BiLSTMAutoencoderConfig),
-        "sparse_conv_ae": (SparseConvAE, SparseConvAEConfig)}
+        "sparse_conv_ae": (SparseConvAE, SparseConvAEConfig),
+        "shallow_mlp": (ShallowMLP, ShallowMLPConfig),
+        "loop_cnn1d": (LoopCNN1D, LoopCNN1DConfig)}
 
 
 def build_net(name: str, config: dict):
@@ -21,4 +24,5 @@ def build_net(name: str, config: dict):
 
 
 __all__ = ["NETS", "StackCNN3D", "StackCNN3DConfig", "BiLSTMAutoencoder", "BiLSTMAutoencoderConfig",
-           "SparseConvAE", "SparseConvAEConfig", "build_net"]
+           "SparseConvAE", "SparseConvAEConfig",
+           "ShallowMLP", "ShallowMLPConfig", "LoopCNN1D", "LoopCNN1DConfig", "build_net"]
