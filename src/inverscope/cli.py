@@ -155,8 +155,11 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
         study = data.get("study", "lao_sto")
         if study == "pfm_switching":
             return _run_pfm(recipe, data, out, data_file, quiet)
+        if study in _SPECTRAL_STUDIES:
+            return _run_module_study(study, recipe, data, out, data_file, quiet)
         if study != "lao_sto":
-            raise InverscopeError(f"{recipe}: study: got {study!r}; allowed: lao_sto, pfm_switching")
+            raise InverscopeError(f"{recipe}: study: got {study!r}; allowed: lao_sto, pfm_switching, "
+                                  + ", ".join(_SPECTRAL_STUDIES))
         if data_file is not None:
             raise InverscopeError("--data: the lao_sto study simulates its data; use `inverscope predict` for yours")
         cfg = validate(LaoStoRecipe, data, str(recipe))
@@ -190,6 +193,22 @@ def _run_pfm(recipe: Path, data: dict, out: Path, data_file: Optional[Path], qui
     console.print(f"wrote {out}/report.html and {out}/metrics.json (held-out MSE {m['model']['heldout_mse']:.5f}, "
                   f"PCA-{m['pca_same_components']['n_components']} {m['pca_same_components']['heldout_mse']:.5f})",
                   soft_wrap=True)
+
+
+#: studies whose module exposes ``Recipe``, ``run_study(recipe, out, data_file=, log=)`` and ``summary(metrics)``
+_SPECTRAL_STUDIES = ("ising_recognition", "recognition_imaging")
+
+
+def _run_module_study(study: str, recipe: Path, data: dict, out: Path, data_file: Optional[Path], quiet: bool) -> None:
+    import importlib
+
+    from inverscope.core.config import validate
+
+    mod = importlib.import_module(f"inverscope.studies.{study}")
+    cfg = validate(mod.Recipe, data, str(recipe))
+    m = mod.run_study(cfg, out, data_file=None if data_file is None else str(data_file),
+                      log=(lambda msg: None) if quiet else (lambda msg: console.print(f"[bold]>[/] {msg}", soft_wrap=True)))
+    console.print(f"wrote {out}/report.html and {out}/metrics.json ({mod.summary(m)})", soft_wrap=True)
 
 
 @app.command()
