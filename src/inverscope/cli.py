@@ -148,7 +148,6 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
     """Run a study end to end (simulate or load, train, evaluate, report): OUT/report.html and OUT/metrics.json."""
     from inverscope.core.config import validate
-    from inverscope.studies.lao_sto import LaoStoRecipe, run_study
 
     try:
         data = _read_mapping(recipe)
@@ -162,6 +161,8 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
                                   + ", ".join(_SPECTRAL_STUDIES))
         if data_file is not None:
             raise InverscopeError("--data: the lao_sto study simulates its data; use `inverscope predict` for yours")
+        from inverscope.studies.lao_sto import LaoStoRecipe, run_study
+
         cfg = validate(LaoStoRecipe, data, str(recipe))
         if workers is not None:
             cfg.dask.n_workers = workers

@@ -202,43 +202,72 @@ def _fit_summary(imager: RecognitionImager) -> dict:
     return {"epochs": rec.epochs, "best_epoch": rec.best_epoch, "train_wall_s": rec.wall_s}
 
 
-def _synthetic(recipe: Recipe, scan, lab: _Labeled, timings: dict, log) -> tuple[dict, dict]:
+def _decomposition_metrics(dec: dict) -> dict:
+    return {"pca_explained_variance_ratio": dec["pca"].explained_variance_ratio.tolist(),
+            "nmf_reconstruction_error": dec["nmf"].reconstruction_error, "nmf_shift": dec["nmf"].shift,
+            "nmf_converged": dec["nmf"].converged}
+
+
+def _synthetic_metrics(scan, lab: _Labeled, pred: np.ndarray, imager, fits: dict) -> dict:
     from inverscope.analysis.metrics import classification_summary
+
+    unlabeled = lab.mask < 0
+    known, est = fits["known"], fits["est"]
+    rmse, mae = _coef_errors(known.coefficients, scan.abundances)
+    rmse_e, mae_e = _coef_errors(est.coefficients, scan.abundances)
+    return {"shape": list(scan.cube.shape), "materials": lab.names, "n_labeled": int((~unlabeled).sum()),
+            "recognition_accuracy": float(np.mean(pred == scan.labels)),
+            "recognition_accuracy_unlabeled": float(np.mean(pred[unlabeled] == scan.labels[unlabeled])),
+            "recognition": {**classification_summary(scan.labels.ravel(), pred.ravel(), lab.names),
+                            **_fit_summary(imager)},
+            "unmixing_coefficient_rmse": rmse, "unmixing_coefficient_mae": mae,
+            "unmixing_rmse_estimated_endmembers": rmse_e, "unmixing_mae_estimated_endmembers": mae_e,
+            "chi2_median": float(np.median(known.chi2)),
+            "chi2_median_estimated_endmembers": float(np.median(est.chi2)),
+            "chi2_median_second_difference_sigma": float(np.median(fits["rule"].chi2)),
+            "residual_rms_median_counts": float(np.median(known.residual)),
+            "coefficient_sum_median": float(np.median(known.coefficients.sum(-1)))}
+
+
+def _synthetic(recipe: Recipe, scan, lab: _Labeled, timings: dict, log) -> tuple[dict, dict]:
     from inverscope.analysis.unmixing import class_mean_spectra, counting_noise_sigma, nnls_unmix
 
     t = time.perf_counter()
     log(f"synthetic EELS {scan.cube.shape}: recognition trained on {(lab.mask >= 0).sum()} labeled pixels")
     imager, proba = _recognize(recipe, lab)
     pred = proba.argmax(-1)
-    unlabeled = lab.mask < 0
     timings["synthetic_recognition_s"] = time.perf_counter() - t
     t = time.perf_counter()
     sigma = counting_noise_sigma(scan.cube, scan.read_noise_counts)
-    known = nnls_unmix(scan.cube, scan.endmembers, sigma)
     est_w = class_mean_spectra(scan.cube, lab.mask, len(lab.names))
-    est = nnls_unmix(scan.cube, est_w, sigma)
-    rule = nnls_unmix(scan.cube, scan.endmembers)            # same fit, sigma from the second-difference rule
+    fits = {"known": nnls_unmix(scan.cube, scan.endmembers, sigma), "est": nnls_unmix(scan.cube, est_w, sigma),
+            "rule": nnls_unmix(scan.cube, scan.endmembers)}   # the same fit, sigma from the second-difference rule
     timings["synthetic_unmixing_s"] = time.perf_counter() - t
     t = time.perf_counter()
     dec = _decompose(scan.cube, recipe.synthetic, recipe.seed)
     timings["synthetic_decomposition_s"] = time.perf_counter() - t
-    rmse, mae = _coef_errors(known.coefficients, scan.abundances)
-    rmse_e, mae_e = _coef_errors(est.coefficients, scan.abundances)
-    m = {"shape": list(scan.cube.shape), "materials": lab.names, "n_labeled": int((~unlabeled).sum()),
-         "recognition_accuracy": float(np.mean(pred == scan.labels)),
-         "recognition_accuracy_unlabeled": float(np.mean(pred[unlabeled] == scan.labels[unlabeled])),
-         "recognition": {**classification_summary(scan.labels.ravel(), pred.ravel(), lab.names), **_fit_summary(imager)},
-         "unmixing_coefficient_rmse": rmse, "unmixing_coefficient_mae": mae,
-         "unmixing_rmse_estimated_endmembers": rmse_e, "unmixing_mae_estimated_endmembers": mae_e,
-         "chi2_median": float(np.median(known.chi2)), "chi2_median_estimated_endmembers": float(np.median(est.chi2)),
-         "chi2_median_second_difference_sigma": float(np.median(rule.chi2)),
-         "residual_rms_median_counts": float(np.median(known.residual)),
-         "coefficient_sum_median": float(np.median(known.coefficients.sum(-1))),
-         "pca_explained_variance_ratio": dec["pca"].explained_variance_ratio.tolist(),
-         "nmf_reconstruction_error": dec["nmf"].reconstruction_error, "nmf_shift": dec["nmf"].shift,
-         "nmf_converged": dec["nmf"].converged}
-    extra = {"scan": scan, "lab": lab, "proba": proba, "pred": pred, "known": known, "est": est, "est_w": est_w, **dec}
+    m = {**_synthetic_metrics(scan, lab, pred, imager, fits), **_decomposition_metrics(dec)}
+    extra = {"scan": scan, "lab": lab, "proba": proba, "pred": pred, "known": fits["known"], "est": fits["est"],
+             "est_w": est_w, **dec}
     return m, extra
+
+
+def _pzt_metrics(recipe: Recipe, data, lab: _Labeled, pred: np.ndarray, imager, unmix, w_names: list[str]) -> dict:
+    labeled = lab.mask >= 0
+    from_classes = recipe.pzt.endmembers_file is None
+    m = {"source": data.source, "shape": list(lab.cube.shape), "classes": lab.names,
+         "n_labeled": {n: int((lab.mask == i).sum()) for i, n in enumerate(lab.names)},
+         "class_fractions": {n: float(np.mean(pred == i)) for i, n in enumerate(lab.names)},
+         "recognition_accuracy_labeled": float(np.mean(pred[labeled] == lab.mask[labeled])),
+         "recognition": _fit_summary(imager),
+         "endmembers": "mean loops of the labeled classes" if from_classes else recipe.pzt.endmembers_file,
+         "endmember_names": w_names, "chi2_median": float(np.median(unmix.chi2)),
+         "chi2_p90": float(np.percentile(unmix.chi2, 90)),
+         "residual_rms_median": float(np.median(unmix.residual)),
+         "coefficient_medians": {n: float(np.median(unmix.coefficients[..., i])) for i, n in enumerate(w_names)}}
+    if from_classes:
+        m["recognition_unmixing_agreement"] = float(np.mean(unmix.coefficients.argmax(-1) == pred))
+    return m
 
 
 def _pzt(recipe: Recipe, data, lab: _Labeled, timings: dict, log) -> tuple[dict, dict]:
@@ -252,28 +281,13 @@ def _pzt(recipe: Recipe, data, lab: _Labeled, timings: dict, log) -> tuple[dict,
     t = time.perf_counter()
     from_classes = lab.endmembers is None
     w = class_mean_spectra(lab.cube, lab.mask, len(lab.names)) if from_classes else lab.endmembers
-    unmix = nnls_unmix(lab.cube, w)
+    unmix = nnls_unmix(lab.cube, w)                          # sigma from the second-difference rule
     timings["pzt_unmixing_s"] = time.perf_counter() - t
     t = time.perf_counter()
     dec = _decompose(lab.cube, recipe.pzt, recipe.seed)
     timings["pzt_decomposition_s"] = time.perf_counter() - t
-    labeled = lab.mask >= 0
     w_names = lab.names if from_classes else [f"end member {i}" for i in range(len(w))]
-    m = {"source": data.source, "shape": list(lab.cube.shape), "classes": lab.names,
-         "n_labeled": {n: int((lab.mask == i).sum()) for i, n in enumerate(lab.names)},
-         "class_fractions": {n: float(np.mean(pred == i)) for i, n in enumerate(lab.names)},
-         "recognition_accuracy_labeled": float(np.mean(pred[labeled] == lab.mask[labeled])),
-         "recognition": _fit_summary(imager),
-         "endmembers": "mean loops of the labeled classes" if from_classes else recipe.pzt.endmembers_file,
-         "endmember_names": w_names, "chi2_median": float(np.median(unmix.chi2)),
-         "chi2_p90": float(np.percentile(unmix.chi2, 90)),
-         "residual_rms_median": float(np.median(unmix.residual)),
-         "coefficient_medians": {n: float(np.median(unmix.coefficients[..., i])) for i, n in enumerate(w_names)},
-         "pca_explained_variance_ratio": dec["pca"].explained_variance_ratio.tolist(),
-         "nmf_reconstruction_error": dec["nmf"].reconstruction_error, "nmf_shift": dec["nmf"].shift,
-         "nmf_converged": dec["nmf"].converged}
-    if from_classes:
-        m["recognition_unmixing_agreement"] = float(np.mean(unmix.coefficients.argmax(-1) == pred))
+    m = {**_pzt_metrics(recipe, data, lab, pred, imager, unmix, w_names), **_decomposition_metrics(dec)}
     extra = {"data": data, "lab": lab, "proba": proba, "pred": pred, "unmix": unmix, "w": w, "w_names": w_names, **dec}
     return m, extra
 
@@ -316,6 +330,6 @@ def summary(metrics: dict) -> str:
                      f"(unlabeled {100 * s['recognition_accuracy_unlabeled']:.1f} %), "
                      f"NNLS coefficient RMSE {s['unmixing_coefficient_rmse']:.4f}")
     if "pzt" in metrics:
-        parts.append(f"PZT median chi2 {metrics['pzt']['chi2_median']:.1f}")
+        parts.append(f"BE-PFM median chi2 {metrics['pzt']['chi2_median']:.1f}")
     parts.append(f"{metrics['timings_s']['total_s']:.0f} s")
     return "; ".join(parts)

@@ -18,39 +18,56 @@ _COLORS = plt.cm.tab10.colors
 
 
 def _class_cmap(n: int) -> ListedColormap:
-    return ListedColormap(_COLORS[:n])
+    return ListedColormap(_COLORS[:n], name="classes")
 
 
-def _strips(images: list[np.ndarray], titles: list[str], cmaps, vlims=None, xlabel: str = "position [pixels]"):
-    """Line-scan maps (rows x positions) stacked vertically, each with its colorbar."""
+def _colorbar(fig, im, ax, class_names, **kw) -> None:
+    cb = fig.colorbar(im, ax=ax, format="%.3g", **kw)   # no offset text to collide with a neighbour
+    if class_names is not None and im.get_cmap().name == "classes":
+        cb.set_ticks(range(len(class_names)), labels=class_names, fontsize=7)
+
+
+def _strips(images: list[np.ndarray], titles: list[str], cmaps, vlims=None, xlabel: str = "position [pixels]",
+            class_names=None):
+    """Line-scan maps (rows x positions) stacked vertically, each with its colorbar (class maps: names)."""
     n = len(images)
     cmaps = cmaps if isinstance(cmaps, list) else [cmaps] * n
     vlims = vlims or [(None, None)] * n
-    fig, axes = plt.subplots(n, 1, figsize=(9, 0.55 + 0.95 * n), squeeze=False, layout="constrained")
+    height = 0.6 + 0.95 * n   # fixed margins: constrained layout costs ~0.3 s per panel with colorbars
+    fig, axes = plt.subplots(n, 1, figsize=(9, height), squeeze=False, sharex=True,
+                             gridspec_kw={"hspace": 0.5, "left": 0.02, "right": 1.0, "top": 1 - 0.3 / height,
+                                          "bottom": 0.45 / height})
     for ax, img, title, cmap, (lo, hi) in zip(axes[:, 0], images, titles, cmaps, vlims):
         im = ax.imshow(img, aspect="auto", cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_title(title, fontsize=8, loc="left")
         ax.set_yticks([])
-        fig.colorbar(im, ax=ax, pad=0.01, aspect=6)
+        _colorbar(fig, im, ax, class_names, pad=0.01, fraction=0.03, aspect=6)
     axes[-1, 0].set_xlabel(xlabel)
     return fig
 
 
-def _maps(images: list[np.ndarray], titles: list[str], cmaps, vlims=None, ncols: int = 4):
-    """Square scan maps in a grid, each with its colorbar."""
+def _maps(images: list[np.ndarray], titles: list[str], cmaps, vlims=None, ncols: int = 4, class_names=None):
+    """Square scan maps in a grid, each with its colorbar (class maps: names)."""
     n = len(images)
     cmaps = cmaps if isinstance(cmaps, list) else [cmaps] * n
     vlims = vlims or [(None, None)] * n
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.7 * ncols, 2.5 * nrows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.6 * nrows), squeeze=False,
+                             gridspec_kw={"wspace": 0.35, "hspace": 0.25, "left": 0.01, "right": 0.99,
+                                          "top": 1 - 0.3 / (2.6 * nrows), "bottom": 0.02})
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title, cmap, (lo, hi) in zip(axes.flat, images, titles, cmaps, vlims):
         im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_title(title, fontsize=8)
-        fig.colorbar(im, ax=ax, shrink=0.75)
+        _colorbar(fig, im, ax, class_names, shrink=0.8, fraction=0.046, pad=0.03)
     return fig
+
+
+def _score_limits(maps: np.ndarray) -> list[tuple[float, float]]:
+    """Color limits symmetric about zero for each PCA score map (white = 0)."""
+    return [(-a, a) for a in np.abs(maps).reshape(-1, maps.shape[-1]).max(axis=0)]
 
 
 def _curves(ax, x, curves, labels, xlabel: str, ylabel: str, styles=None) -> None:
@@ -115,8 +132,7 @@ def _decomposition(axis, axis_label: str, pca, nmf):
 
 
 def _synthetic_sections(rep: HtmlReport, m: dict, ex: dict) -> None:
-    scan, lab, names = ex["scan"], ex["lab"], ex["lab"].names
-    k = len(names)
+    scan = ex["scan"]
     x = np.arange(scan.cube.shape[1]) + 0.5
     s = rep.section("Synthetic EELS line scan: data")
     s.text(f"{scan.cube.shape[0]} rows × {scan.cube.shape[1]} positions × {scan.cube.shape[2]} channels "
@@ -125,26 +141,38 @@ def _synthetic_sections(rep: HtmlReport, m: dict, ex: dict) -> None:
            "read noise. End-member shapes are illustrative (plasmon, power-law tail, delayed-maximum edges).")
     s.figure(_syn_data(ex), "Left: true end members and the mean spectra of the labeled boxes (log scale). "
              "Right: true abundances along row 0; shaded: the labeled boxes used for training.")
+    _syn_recognition_section(rep, m, ex, x)
+    _syn_unmixing_sections(rep, ex, x)
+
+
+def _syn_recognition_section(rep: HtmlReport, m: dict, ex: dict, x: np.ndarray) -> None:
+    scan, names, proba = ex["scan"], ex["lab"].names, ex["proba"]
+    k = len(names)
     s = rep.section("Synthetic: recognition imaging")
-    proba = ex["proba"]
     s.figure(_strips([proba[..., i] for i in range(k)] + [ex["pred"], scan.labels],
                      [f"P({n})" for n in names] + ["recognized class", "true class (argmax of abundances)"],
-                     ["viridis"] * k + [_class_cmap(k)] * 2, [(0, 1)] * k + [(-0.5, k - 0.5)] * 2),
+                     ["viridis"] * k + [_class_cmap(k)] * 2, [(0, 1)] * k + [(-0.5, k - 0.5)] * 2,
+                     class_names=names),
              "Class probability maps of the shallow network, its class map and the ground truth")
     s.figure(_profiles(x, [("P", proba, "-")], scan.abundances, names, "probability / abundance"),
              "Row-mean class probability (solid) against the true abundance (dashed)")
     rec = m["recognition"]
     s.figure(plots.confusion_matrices({"all pixels": (np.array(rec["confusion"]), names)}),
              f"Confusion matrix; {m['n_labeled']} labeled pixels, training stopped after {rec['epochs']} epochs")
+
+
+def _syn_unmixing_sections(rep: HtmlReport, ex: dict, x: np.ndarray) -> None:
+    scan, names, known = ex["scan"], ex["lab"].names, ex["known"]
+    k = len(names)
     s = rep.section("Synthetic: NNLS unmixing")
-    known = ex["known"]
     s.figure(_profiles(x, [("NNLS, known end members", known.coefficients, "-"),
                            ("NNLS, labeled-box means", ex["est"].coefficients, ":")],
                        scan.abundances, names, "coefficient / abundance"),
              "Row-mean NNLS coefficients with the known end members (solid) and with the labeled-box mean "
              "spectra (dotted) against the true abundances (dashed)")
     s.figure(_strips([known.coefficients[..., i] for i in range(k)] + [known.residual, known.chi2],
-                     [f"coefficient {n}" for n in names] + ["RMS residual [counts]", "reduced χ² (Poisson + read noise)"],
+                     [f"coefficient {n}" for n in names]
+                     + ["RMS residual [counts]", "reduced χ² (Poisson + read noise)"],
                      ["viridis"] * k + ["magma", "magma"]),
              "Fit coefficient maps, residuals map and χ² map (known end members)")
     s = rep.section("Synthetic: PCA and NMF")
@@ -154,7 +182,8 @@ def _synthetic_sections(rep: HtmlReport, m: dict, ex: dict) -> None:
                      [nmf.maps[..., i] for i in range(nmf.maps.shape[-1])],
                      [f"PCA {i} score" for i in range(pca.maps.shape[-1])] +
                      [f"NMF {i} weight" for i in range(nmf.maps.shape[-1])],
-                     ["RdBu_r"] * pca.maps.shape[-1] + ["viridis"] * nmf.maps.shape[-1]), "Maps")
+                     ["RdBu_r"] * pca.maps.shape[-1] + ["viridis"] * nmf.maps.shape[-1],
+                     _score_limits(pca.maps) + [(0, None)] * nmf.maps.shape[-1]), "Maps")
 
 
 def _pzt_data(ex: dict):
@@ -184,13 +213,14 @@ def _pzt_sections(rep: HtmlReport, m: dict, ex: dict) -> None:
     s = rep.section("BE-PFM: recognition imaging")
     proba = ex["proba"]
     s.figure(_maps([proba[..., i] for i in range(k)] + [ex["pred"]], [f"P({n})" for n in names] + ["class map"],
-                   ["viridis"] * k + [_class_cmap(k)], [(0, 1)] * k + [(-0.5, k - 0.5)]),
+                   ["viridis"] * k + [_class_cmap(k)], [(0, 1)] * k + [(-0.5, k - 0.5)], class_names=names),
              "Class probability maps and the most probable class; class fractions "
              + ", ".join(f"{n} {100 * f:.1f} %" for n, f in m["class_fractions"].items()))
     s = rep.section("BE-PFM: NNLS unmixing")
     kk = unmix.coefficients.shape[-1]
     s.figure(_maps([unmix.coefficients[..., i] for i in range(kk)] + [unmix.residual, unmix.chi2],
-                   [f"coefficient {n}" for n in ex["w_names"]] + ["RMS residual", "reduced χ² (σ from 2nd difference)"],
+                   [f"coefficient {n}" for n in ex["w_names"]]
+                   + ["RMS residual [data units]", "reduced χ² (σ from 2nd difference)"],
                    ["viridis"] * kk + ["magma", "magma"],
                    [(None, None)] * kk + [(None, None), (0, float(np.percentile(unmix.chi2, 99)))]),
              f"Fit coefficient maps, residuals map and χ² map (median χ² {m['chi2_median']:.2f})")
@@ -200,7 +230,8 @@ def _pzt_sections(rep: HtmlReport, m: dict, ex: dict) -> None:
     npc, nnm = pca.maps.shape[-1], nmf.maps.shape[-1]
     s.figure(_maps([pca.maps[..., i] for i in range(npc)] + [nmf.maps[..., i] for i in range(nnm)],
                    [f"PCA {i} score" for i in range(npc)] + [f"NMF {i} weight" for i in range(nnm)],
-                   ["RdBu_r"] * npc + ["viridis"] * nnm), "Score and weight maps")
+                   ["RdBu_r"] * npc + ["viridis"] * nnm, _score_limits(pca.maps) + [(0, None)] * nnm),
+             "Score and weight maps")
 
 
 def _headline(rep: HtmlReport, m: dict) -> None:
@@ -228,7 +259,8 @@ def _headline(rep: HtmlReport, m: dict) -> None:
                   f"{y['unmixing_rmse_estimated_endmembers']:.4f} / {y['unmixing_mae_estimated_endmembers']:.4f}"],
                  ["median reduced χ²: Poisson σ, known / box-mean end members",
                   f"{y['chi2_median']:.3f} / {y['chi2_median_estimated_endmembers']:.3f}"],
-                 ["median reduced χ², σ from the second-difference rule", f"{y['chi2_median_second_difference_sigma']:.3f}"]])
+                 ["median reduced χ², σ from the second-difference rule",
+                  f"{y['chi2_median_second_difference_sigma']:.3f}"]])
 
 
 def write_report(recipe, m: dict, extra: dict, out: Path) -> None:
