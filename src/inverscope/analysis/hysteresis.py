@@ -67,7 +67,8 @@ def waveform_axis(voltage, cfg: AlignmentConfig) -> Axis:
     if hi <= lo:
         raise InverscopeError("voltage: the waveform is constant; a hysteresis loop needs a voltage sweep")
     up = v > np.roll(v, 1)
-    if up.all() or not up.any():
+    d = np.diff(v)
+    if not (d > 0).any() or not (d < 0).any():
         raise InverscopeError("voltage: the waveform never turns around; a loop needs an up and a down sweep")
     v_mid, scale = (hi + lo) / 2, cfg.field_at_vmax / ((hi - lo) / 2)
     return Axis(v, scale * (v - v_mid), up, v_mid, scale)

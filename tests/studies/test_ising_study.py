@@ -1,0 +1,73 @@
+"""Ising loop recognition through the CLI: a small run, the stored loop set reused, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = """
+study: ising_recognition
+name: tiny
+loops: {num_loops: 600, chunk: 200, j0_range: [0, 0.5],
+        ising: {lattice: [16, 16], field_max: 2.0, field_steps: 100, realizations: 4}}
+alignment: {field_at_vmax: 2.0}
+mlp: {n_components: 8, hidden: [32], train: {max_epochs: 40}}
+cnn: {kind: cnn, cnn: {channels: [8, 16], hidden: 16}, train: {max_epochs: 2}}
+throughput_loops: 32
+"""
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "inverscope.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
+
+
+def one_line_error(r):
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    return lines[0]
+
+
+def test_run_writes_report_and_metrics_and_reuses_the_loop_set(tmp_path):
+    (tmp_path / "r.yaml").write_text(TINY)
+    out = tmp_path / "out"
+    r = cli("run", tmp_path / "r.yaml", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    html = (out / "report.html").read_text()
+    assert "Parameter and fit-quality maps" in html and html.count("data:image/png;base64") >= 5
+    for key in ("pca_mlp", "cnn", "pca_ridge"):
+        assert set(m["self_recognition"][key]["r2"]) == {"J0", "dJ", "dh"}
+    assert m["self_recognition"]["pca_mlp"]["r2"]["dJ"] > 0.5          # learns something even at this size
+    assert m["simulator"]["loops_per_s"] > 0 and m["loopset"]["simulated_now"] == 600
+    assert m["data"]["shape"] == [60, 60, 96]
+    assert 0 <= m["experiment"]["outside_training_range_fraction"] <= 1
+    assert (out / "models" / "pca_mlp.safetensors").is_file() and (out / "loopset.zarr").is_dir()
+    again = cli("run", tmp_path / "r.yaml", "--out", out, "--quiet")
+    assert again.returncode == 0, again.stderr
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["loopset"]["simulated_now"] == 0                           # the stored set was reused
+    assert m2["self_recognition"]["pca_mlp"]["r2"] == m["self_recognition"]["pca_mlp"]["r2"]   # seeded
+
+
+@pytest.mark.parametrize("patch,needle", [
+    ("ising: {lattice: [-4, 16]", "lattice: got size -4"),
+    ("ising: {lattice: [16, 16], field_max: 2.0, field_steps: 0", "field_steps"),
+    ("alignment: {field_at_vmax: 2.0}", "alignment.field_at_vmax: got 3"),
+])
+def test_unphysical_input_is_one_line_and_writes_nothing(tmp_path, patch, needle):
+    text = TINY
+    if patch.startswith("ising: {lattice: [-4"):
+        text = text.replace("ising: {lattice: [16, 16]", patch)
+    elif "field_steps: 0" in patch:
+        text = text.replace("field_steps: 100", "field_steps: 0")
+    else:
+        text = text.replace(patch, "alignment: {field_at_vmax: 3.0}")
+    (tmp_path / "r.yaml").write_text(text)
+    out = tmp_path / "out"
+    line = one_line_error(cli("run", tmp_path / "r.yaml", "--out", out))
+    assert needle in line, line
+    assert not out.exists()
