@@ -1,11 +1,10 @@
 """Ising loop recognition through the CLI: a small run, the stored loop set reused, bad input."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.studies.cli_helpers import cli, one_line_error
 
 TINY = """
 study: ising_recognition
@@ -17,18 +16,6 @@ mlp: {n_components: 8, hidden: [32], train: {max_epochs: 40}}
 cnn: {kind: cnn, cnn: {channels: [8, 16], hidden: 16}, train: {max_epochs: 2}}
 throughput_loops: 32
 """
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "inverscope.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
-
-
-def one_line_error(r):
-    assert r.returncode == 2, r.stderr
-    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    return lines[0]
 
 
 def test_run_writes_report_and_metrics_and_reuses_the_loop_set(tmp_path):

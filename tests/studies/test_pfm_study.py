@@ -1,12 +1,11 @@
 """BE-PFM switching study through the CLI: bundled data, a user's file via --data, bad input."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from tests.studies.cli_helpers import cli, one_line_error
 
 TINY = """
 study: pfm_switching
@@ -16,18 +15,6 @@ train: {max_epochs: 3, progress_bar: false, batch_size: 128}
 published_architecture_minutes: 0
 pca_components: 8
 """
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "inverscope.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
-
-
-def one_line_error(r):
-    assert r.returncode == 2, r.stderr
-    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

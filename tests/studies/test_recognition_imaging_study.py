@@ -2,12 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
+
+from tests.studies.cli_helpers import cli, one_line_error
 
 SMALL = {
     "study": "recognition_imaging", "name": "small", "seed": 0,
@@ -19,18 +19,6 @@ SMALL = {
     "pzt": {"pca_components": 3, "nmf_components": 2},
     "recognition": {"hidden": [16], "n_components": 6, "max_epochs": 150},
 }
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "inverscope.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE"}, timeout=600)
-
-
-def one_line_error(r):
-    assert r.returncode == 2, r.stderr
-    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    return lines[0]
 
 
 def write_recipe(path, **changes):
