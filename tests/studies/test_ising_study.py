@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.studies.cli_helpers import cli, one_line_error
+from tests.studies.cli_helpers import cli, one_line_error, renders_in_chromium
 
 TINY = """
 study: ising_recognition
@@ -33,6 +33,7 @@ def test_run_writes_report_and_metrics_and_reuses_the_loop_set(tmp_path):
     assert m["data"]["shape"] == [60, 60, 96]
     assert 0 <= m["experiment"]["outside_training_range_fraction"] <= 1
     assert (out / "models" / "pca_mlp.safetensors").is_file() and (out / "loopset.zarr").is_dir()
+    renders_in_chromium(out / "report.html", tmp_path / "shot.png")
     again = cli("run", tmp_path / "r.yaml", "--out", out, "--quiet")
     assert again.returncode == 0, again.stderr
     m2 = json.loads((out / "metrics.json").read_text())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.studies.cli_helpers import cli, one_line_error
+from tests.studies.cli_helpers import cli, one_line_error, renders_in_chromium
 
 SMALL = {
     "study": "recognition_imaging", "name": "small", "seed": 0,
@@ -46,6 +46,7 @@ def test_small_run_writes_report_and_metrics(tmp_path):
     assert abs(sum(pzt["class_fractions"].values()) - 1) < 1e-9 and pzt["chi2_median"] > 0
     assert "total_s" in m["timings_s"]
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 10
+    renders_in_chromium(out / "report.html", tmp_path / "shot.png")
 
 
 def test_labels_naming_no_pixel_are_one_line_error_before_any_output(tmp_path):
