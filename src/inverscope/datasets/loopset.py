@@ -81,14 +81,20 @@ class LoopSet:
     simulated: int = 0                # loops simulated in this call
 
 
+def _existing(path: Path, mode: str):
+    """An existing loop-set group, or a one-line error naming what `path` is instead."""
+    try:
+        g = zarr.open_group(str(path), mode=mode)
+    except Exception:
+        raise InverscopeError(f"{path}: not a Zarr store; choose another path") from None
+    if g.attrs.get("schema") != SCHEMA:
+        raise InverscopeError(f"{path}: not an inverscope loop set (schema {g.attrs.get('schema')!r})")
+    return g
+
+
 def _open(path: Path, cfg: LoopSetConfig):
     if path.exists():
-        try:
-            g = zarr.open_group(str(path), mode="r+")
-        except Exception:
-            raise InverscopeError(f"{path}: exists but is not a Zarr store; choose another path") from None
-        if g.attrs.get("schema") != SCHEMA:
-            raise InverscopeError(f"{path}: not an inverscope loop set (schema {g.attrs.get('schema')!r})")
+        g = _existing(path, "r+")
         if g.attrs.get("config_hash") != cfg.config_hash():
             old, new = g.attrs.get("config", {}), cfg.model_dump(mode="json")
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -144,12 +150,7 @@ def build_loop_set(cfg: LoopSetConfig, path=None, progress=None, threads: int | 
 def open_loop_set(path) -> LoopSet:
     """Load a complete loop set written by :func:`build_loop_set`."""
     path = Path(path)
-    try:
-        g = zarr.open_group(str(path), mode="r")
-    except Exception:
-        raise InverscopeError(f"{path}: not a Zarr store") from None
-    if g.attrs.get("schema") != SCHEMA:
-        raise InverscopeError(f"{path}: not an inverscope loop set (schema {g.attrs.get('schema')!r})")
+    g = _existing(path, "r")
     if not bool(np.all(g["done"][:])):
         raise InverscopeError(f"{path}: loop set is incomplete ({int(np.sum(~g['done'][:]))} chunks missing); "
                               "run the recipe again to finish it")
