@@ -26,6 +26,23 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _os_message(err: OSError) -> str:
+    """One line for an operating-system error: the path, what went wrong, what to do."""
+    import errno
+
+    where = f"{err.filename}: " if err.filename else ""
+    hint = {errno.ENOSPC: "the disk is full; free space and rerun (finished work is kept and resumed)",
+            errno.EDQUOT: "the disk quota is exhausted; free space and rerun (finished work is kept and resumed)",
+            errno.EACCES: "permission denied; choose a location you can write",
+            errno.EROFS: "the file system is read-only; choose another --out",
+            errno.ENOENT: "no such file or directory"}.get(err.errno, err.strerror or str(err))
+    return f"{where}{hint}"
+
+
+NO_RESOURCE_CHECK = typer.Option(False, "--no-resource-check",
+                                 help="start even when the memory or disk estimate exceeds what this machine has")
+
+
 @app.command()
 def info() -> None:
     """Versions, threads and CUDA devices of this machine."""
@@ -64,7 +81,8 @@ class _LazyProgress:
 @app.command()
 def simulate(config: Path = typer.Argument(..., help="YAML config of the 4D-STEM simulation"),
              out: Path = typer.Option(..., "--out", "-o", help="output directory"),
-             quiet: bool = typer.Option(False, "--quiet", help="no progress bar")) -> None:
+             quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+             no_resource_check: bool = NO_RESOURCE_CHECK) -> None:
     """Simulate a 4D-STEM dataset (multislice CBED) into OUT/cbed.zarr, montage.png and summary.json."""
     from inverscope.core.config import load_yaml
     from inverscope.studies.simulate4d import SimulateConfig, run_simulation
@@ -72,7 +90,8 @@ def simulate(config: Path = typer.Argument(..., help="YAML config of the 4D-STEM
     try:
         cfg = load_yaml(config, SimulateConfig)
         with _LazyProgress("multislice", quiet) as progress:
-            summary = run_simulation(cfg, out, progress=progress, config_text=config.read_text())
+            summary = run_simulation(cfg, out, progress=progress, config_text=config.read_text(),
+                                     check_resources=not no_resource_check)
     except InverscopeError as err:
         _fail(err)
     console.print(f"wrote {out}/cbed.zarr {tuple(summary['shape'])}, {out}/montage.png, {out}/summary.json "
@@ -141,11 +160,12 @@ class _StageProgress:
 def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see recipes/)"),
         out: Path = typer.Option(..., "--out", "-o", help="output directory (resumes a campaign already there)"),
         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
-        workers: Optional[int] = typer.Option(None, "--workers", help="Dask LocalCluster worker processes (0: in-process)"),
+        workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Dask LocalCluster worker processes (0: in-process)"),
         devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices per node (DDP when > 1)"),
-        num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Lightning nodes (DDP)"),
+        num_nodes: Optional[int] = typer.Option(None, "--num-nodes", min=1, help="Lightning nodes (DDP)"),
         data_file: Optional[Path] = typer.Option(None, "--data", help="your own data file (spectroscopy studies)"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+        no_resource_check: bool = NO_RESOURCE_CHECK) -> None:
     """Run a study end to end (simulate or load, train, evaluate, report): OUT/report.html and OUT/metrics.json."""
     from inverscope.core.config import validate
 
@@ -174,6 +194,7 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
             if quiet:
                 section.progress_bar = False
         metrics = run_study(cfg, out, progress=_StageProgress(quiet), scheduler=scheduler,
+                            check_resources=not no_resource_check,
                             log=(lambda m: None) if quiet else (lambda m: console.print(f"[bold]>[/] {m}", soft_wrap=True)))
     except InverscopeError as err:
         _fail(err)
@@ -216,9 +237,13 @@ def _run_module_study(study: str, recipe: Path, data: dict, out: Path, data_file
 def campaign(config: Path = typer.Argument(..., help="campaign YAML, or a study recipe with a `campaign:` section"),
              out: Path = typer.Option(..., "--out", "-o", help="Zarr store to create or resume"),
              scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
-             workers: int = typer.Option(0, "--workers", help="Dask LocalCluster worker processes (0: in-process)"),
-             quiet: bool = typer.Option(False, "--quiet", help="no progress bar")) -> None:
-    """Simulate a campaign into a resumable Zarr store (interrupt and rerun to resume)."""
+             workers: int = typer.Option(0, "--workers", min=0, help="Dask LocalCluster worker processes (0: in-process)"),
+             quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+             no_resource_check: bool = NO_RESOURCE_CHECK) -> None:
+    """Simulate a campaign into a resumable Zarr store (interrupt and rerun to resume).
+
+    A rerun verifies every sample already stored and simulates damaged or missing ones again.
+    """
     from inverscope.core.config import validate
     from inverscope.datasets.campaign import CampaignConfig, run_campaign
 
@@ -226,11 +251,14 @@ def campaign(config: Path = typer.Argument(..., help="campaign YAML, or a study 
         data = _read_mapping(config)
         cfg = validate(CampaignConfig, data.get("campaign", data), str(config))
         with _LazyProgress("simulate", quiet) as progress:
-            stats = run_campaign(cfg, out, scheduler=scheduler, n_workers=workers, progress=progress)
+            stats = run_campaign(cfg, out, scheduler=scheduler, n_workers=workers, progress=progress,
+                                 check_resources=not no_resource_check,
+                                 log=None if quiet else (lambda m: console.print(f"[bold]>[/] {m}", soft_wrap=True)))
     except InverscopeError as err:
         _fail(err)
-    console.print(f"wrote {out}: {stats['simulated']} samples simulated, {stats['skipped']} already there "
-                  f"({stats['wall_s']:.1f} s)", soft_wrap=True)
+    repaired = f", {len(stats['repaired'])} of them damaged and simulated again" if stats["repaired"] else ""
+    console.print(f"wrote {out}: {stats['simulated']} samples simulated{repaired}, {stats['skipped']} already there "
+                  f"and verified ({stats['wall_s']:.1f} s)", soft_wrap=True)
 
 
 @app.command()
@@ -238,11 +266,11 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
             data: Path = typer.Argument(..., help="4D-STEM data: a cbed.zarr, a campaign store, or any file rosettasciio reads"),
             out: Path = typer.Option(..., "--out", "-o", help="new output directory"),
             axis: int = typer.Option(1, "--axis", help="scan axis the probe-position stacks run along"),
-            stride: int = typer.Option(1, "--stride", help="step between windows [scan positions]"),
-            chunk_rows: int = typer.Option(8, "--chunk-rows", help="scan rows read at a time (bounds memory)"),
-            bin_factor: int = typer.Option(1, "--bin", help="bin detector pixels by this factor first"),
+            stride: int = typer.Option(1, "--stride", min=1, help="step between windows [scan positions]"),
+            chunk_rows: int = typer.Option(8, "--chunk-rows", min=1, help="scan rows read at a time (bounds memory)"),
+            bin_factor: int = typer.Option(1, "--bin", min=1, help="bin detector pixels by this factor first"),
             thickness_index: int = typer.Option(-1, "--thickness-index", help="thickness of a simulated store"),
-            mc_dropout: int = typer.Option(0, "--mc-dropout", help="stochastic passes for regression uncertainty"),
+            mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="stochastic passes for regression uncertainty"),
             device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ...")) -> None:
     """Apply a trained model to a 4D-STEM dataset in chunks: descriptor maps with per-position confidence."""
     from inverscope.analysis.maps import predict_to_dir
@@ -256,9 +284,52 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
     console.print(f"wrote {out}/descriptors.zarr, {out}/maps.png, {out}/summary.json ({summary.get('wall_s', 0):.1f} s)")
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """Console entry: every error a user can cause ends as one `error:` line and exit status 2.
+
+    Usage errors (a missing argument, a value out of range), typed inverscope errors and
+    operating-system errors (read-only or full disk, permissions) print one line and no
+    traceback; library warnings are silenced so nothing prints before that line. Set
+    ``INVERSCOPE_DEBUG=1`` to see tracebacks of operating-system errors.
+    """
+    import os
+    import warnings
+
+    try:  # typer >= 0.20 vendors click; older versions use click itself
+        from typer._click.exceptions import NoArgsIsHelpError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import NoArgsIsHelpError
+    usage_errors = (typer.TyperException,)
+    try:
+        import click
+
+        usage_errors += (click.ClickException,)
+    except ImportError:  # pragma: no cover
+        pass
+    if not os.environ.get("INVERSCOPE_DEBUG"):
+        for module in ("zarr", "numcodecs", "dask", "distributed", "lightning", "torch"):
+            warnings.filterwarnings("ignore", module=module)
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="inverscope")
+    except NoArgsIsHelpError as err:
+        console.print(err.ctx.get_help() if getattr(err, "ctx", None) else str(err), highlight=False, soft_wrap=True)
+        return 0
+    except usage_errors as err:  # usage errors: bad options, missing arguments, out-of-range values
+        console.print(f"[bold red]error:[/] {' '.join(err.format_message().split())}", highlight=False, soft_wrap=True)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("[bold red]error:[/] interrupted", highlight=False)
+        return 130
+    except InverscopeError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as err:
+        if os.environ.get("INVERSCOPE_DEBUG"):
+            raise
+        console.print(f"[bold red]error:[/] {_os_message(err)}", highlight=False, soft_wrap=True)
+        return 2
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    sys.exit(main())

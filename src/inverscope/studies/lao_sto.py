@@ -23,7 +23,8 @@ from inverscope.core.errors import InverscopeError
 from inverscope.core.io import write_json_atomic
 from inverscope.core.seeding import torch_generator
 from inverscope.datasets.augment import AugmentConfig, Augmenter
-from inverscope.datasets.campaign import CampaignConfig, open_campaign, open_campaign_store, run_campaign
+from inverscope.datasets.campaign import (CampaignConfig, estimate_resources, open_campaign, open_campaign_store,
+                                         run_campaign)
 from inverscope.datasets.examples import Examples, classification_examples, regression_examples, split_indices
 from inverscope.models.baselines import baseline_predict, fit_baseline
 from inverscope.models.io import save_model
@@ -229,20 +230,39 @@ def _workers(recipe) -> int:
 
 
 def run_study(recipe: LaoStoRecipe, out_dir, progress: Progress | None = None, log: Callable[[str], None] = print,
-              scheduler: str | None = None) -> dict:
-    """Run campaign, training, evaluation and report; returns the metrics written to metrics.json."""
-    from inverscope.studies.lao_sto_report import write_report
+              scheduler: str | None = None, check_resources: bool = True) -> dict:
+    """Run campaign, training, evaluation and report; returns the metrics written to metrics.json.
+
+    The output directory is checked and locked before any work; with `check_resources`
+    the memory and disk the campaign and training need are estimated first.
+    """
+    from inverscope.core.io import check_output_path, exclusive_lock
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_path(out)
+    with exclusive_lock(out, "output directory"):
+        return _run_study(recipe, out, progress, log, scheduler, check_resources)
+
+
+def _run_study(recipe, out: Path, progress, log, scheduler, check_resources) -> dict:
+    from inverscope.studies.lao_sto_report import write_report
+
     timings = {}
     t0 = time.perf_counter()
     cfg = recipe.campaign
     sched = scheduler or recipe.dask.scheduler
-    open_campaign_store(out / "campaign.zarr", cfg)  # refuses another campaign's store before any work
+    if check_resources:  # training holds every pattern of the campaign (and an augmented copy) in memory
+        est = estimate_resources(cfg, _workers(recipe) if not sched else 0)
+        est.job = "run"
+        est.add_memory("training arrays", 3 * est.parts["stored patterns (float32, uncompressed)"])
+        est.check(disk_path=out)
+    if (out / "campaign.zarr").exists():  # refuses another campaign's store before any work
+        open_campaign_store(out / "campaign.zarr", cfg)
+    out.mkdir(parents=True, exist_ok=True)
     log(f"simulating {cfg.num_samples} samples into {out / 'campaign.zarr'}")
     stats = run_campaign(cfg, out / "campaign.zarr", scheduler=sched, n_workers=_workers(recipe),
-                         progress=(lambda d, n: progress("simulate", d, n)) if progress else None)
+                         progress=(lambda d, n: progress("simulate", d, n)) if progress else None,
+                         check_resources=False, log=log)
     timings["simulate_s"] = time.perf_counter() - t0
     group = open_campaign(out / "campaign.zarr")
     splits = split_indices(cfg.num_samples, (1 - recipe.split.validation - recipe.split.test, recipe.split.validation,
@@ -252,7 +272,8 @@ def run_study(recipe: LaoStoRecipe, out_dir, progress: Progress | None = None, l
         t1 = time.perf_counter()
         log(f"simulating the {len(splits[2])} test samples without phonons (domain-shift check)")
         run_campaign(cfg, out / "static.zarr", scheduler=sched, n_workers=_workers(recipe), indices=splits[2],
-                     phonon_configs=0, progress=(lambda d, n: progress("static twins", d, n)) if progress else None)
+                     phonon_configs=0, progress=(lambda d, n: progress("static twins", d, n)) if progress else None,
+                     check_resources=False, log=log)
         static_group = open_campaign(out / "static.zarr")
         timings["simulate_static_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()

@@ -7,6 +7,7 @@ writes anything; outputs are staged and appear in DIR only when complete.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -19,7 +20,8 @@ from inverscope.core.config import StrictModel
 from inverscope.core.device import machine_info, resolve_device
 from inverscope.core.errors import ConfigError, StructureError
 from inverscope.core.grid import Grid
-from inverscope.core.io import staged_output, write_json_atomic
+from inverscope.core.io import check_output_path, staged_output, write_json_atomic
+from inverscope.core.resources import Estimate, multislice_memory
 from inverscope.datasets.store import ZarrCBEDWriter
 from inverscope.physics.multislice.detectors import PixelatedDetector
 from inverscope.physics.multislice.phonons import FrozenPhonons
@@ -28,6 +30,7 @@ from inverscope.physics.multislice.probe import Probe
 from inverscope.physics.multislice.scan import Scan, grid_scan, line_scan
 from inverscope.physics.multislice.simulate import MultisliceSimulation
 from inverscope.physics.structures import perovskite_slab
+from inverscope.physics.structures.perovskite import LATTICE_ANGSTROM
 
 
 class StructureConfig(StrictModel):
@@ -129,8 +132,47 @@ def build_atoms(cfg: StructureConfig) -> Atoms:
     return atoms
 
 
-def build_simulation(cfg: SimulateConfig) -> MultisliceSimulation:
-    """Validate the whole config and assemble the simulation (writes nothing)."""
+def _scan_count(cfg: ScanConfig) -> int:
+    if cfg.kind == "list":
+        return max(1, len(cfg.positions_angstrom))
+    return max(1, cfg.num_points) if cfg.kind == "line" else max(1, cfg.gpts[0]) * max(1, cfg.gpts[1])
+
+
+def estimate_resources(cfg: SimulateConfig) -> Estimate:
+    """Memory of the job's large arrays [bytes], from the config alone (builds nothing big).
+
+    Counts the atoms, the transmission functions of one (or every cached) phonon
+    configuration, one batch of probe waves and the probe positions. The disk the result
+    needs is added by :func:`run_simulation` once the detector plan is known.
+    """
+    s = cfg.structure
+    if s.builder == "perovskite":
+        a = LATTICE_ANGSTROM[s.compound]
+        nz = max(1, int(round(s.thickness_angstrom / a)))
+        n_atoms, extent, depth = 5.0 * s.repeat_xy ** 2 * nz, (s.repeat_xy * a,) * 2, nz * a
+    else:
+        base = build_atoms(s.model_copy(update={"repeat": (1, 1, 1)}))
+        cell = np.diag(np.asarray(base.cell)) * np.asarray(s.repeat)
+        n_atoms, extent, depth = float(len(base)) * np.prod(s.repeat, dtype=float), (cell[0], cell[1]), cell[2]
+    g = cfg.grid
+    gpts = [float(g.gpts)] * 2 if g.gpts else [e / g.sampling_angstrom for e in extent]
+    num_slices = max(1, int(np.ceil(depth / cfg.potential.slice_thickness_angstrom)))
+    per_probe = gpts[0] * gpts[1] * 8 * 3
+    batch = cfg.compute.batch_size or max(1, int(cfg.compute.memory_budget_mb * 2**20 // per_probe))
+    est = Estimate("simulate")
+    multislice_memory(est, gpts, num_slices, int(min(n_atoms, 2**62)), min(batch, _scan_count(cfg.scan)))
+    est.add_memory("probe positions", 16.0 * _scan_count(cfg.scan))
+    return est
+
+
+def build_simulation(cfg: SimulateConfig, check_resources: bool = True) -> MultisliceSimulation:
+    """Validate the whole config and assemble the simulation (writes nothing).
+
+    With `check_resources`, refuses (:class:`~inverscope.core.resources.ResourceError`)
+    a job whose arrays would not fit in this machine's memory, before building them.
+    """
+    if check_resources:
+        estimate_resources(cfg).check()
     atoms = build_atoms(cfg.structure)
     extent = tuple(float(x) for x in np.diag(np.asarray(atoms.cell))[:2])
     if any(e <= 0 for e in extent):
@@ -189,11 +231,21 @@ class _Collector:
 
 
 def run_simulation(cfg: SimulateConfig, out_dir, progress: Callable[[int, int], None] | None = None,
-                   config_text: str | None = None) -> dict:
-    """Run the job into `out_dir`: cbed.zarr, montage.png and summary.json. Returns the summary."""
+                   config_text: str | None = None, check_resources: bool = True) -> dict:
+    """Run the job into `out_dir`: cbed.zarr, montage.png and summary.json. Returns the summary.
+
+    `out_dir` is checked before any work (not a file, writable); with `check_resources`
+    the job is refused when its memory or the result's disk space [4 bytes per pixel]
+    exceeds what the machine has.
+    """
     from inverscope.report.figures import cbed_montage
 
-    sim = build_simulation(cfg)
+    check_output_path(out_dir)
+    sim = build_simulation(cfg, check_resources)
+    if check_resources:
+        est = Estimate("simulate")
+        est.add_disk("result (float32)", 4.0 * math.prod(sim.output_shape))
+        est.check(disk_path=out_dir)
     n = len(sim.scan)
     keep = np.unique(np.linspace(0, n - 1, min(n, 16)).round().astype(int))
     meta = sim.metadata()
