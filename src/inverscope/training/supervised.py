@@ -5,6 +5,12 @@ an optimizer config, on-the-fly augmentation (training and validation, as in Oxl
 al. 2020) and per-detector-pixel standardization. :func:`fit` runs a Lightning
 ``Trainer`` with checkpoints (resume from the last one), early stopping, CSV and
 TensorBoard logs, a progress bar, and DDP across ``devices`` / ``num_nodes``.
+
+``checkpoints/last.ckpt`` is rewritten at the end of every training epoch (after that
+epoch's validation) and carries the per-epoch history and the cumulative training time,
+so a run killed at any point resumes at the epoch after the last finished one and still
+reports every epoch once and the time of all its segments; ``history.json`` is rewritten
+every epoch as well.
 """
 
 from __future__ import annotations
@@ -110,6 +116,57 @@ class FitResult:
     epochs: int
 
 
+class _HistoryRecorder(L.Callback):
+    """Per-epoch metrics and cumulative training time, saved inside every checkpoint.
+
+    At each training epoch end (after that epoch's validation, before the checkpoint
+    callbacks, which Lightning runs last) it appends the epoch's ``train_*`` / ``val_*``
+    aggregates and rewrites ``history.json``. Its ``state_dict`` travels in the checkpoint,
+    so a resumed run continues the history and the wall time of the earlier segments.
+    ``fallback`` seeds the history for checkpoints written before the recorder existed.
+    """
+
+    def __init__(self, path: Path, t0: float, fallback: list[dict] | None = None, fallback_wall: float = 0.0):
+        self.path, self.t0 = Path(path), t0
+        self.history: list[dict] = [dict(h) for h in fallback or []]
+        self.wall_before = float(fallback_wall)  # training time of the earlier segments
+        self.wall_s = self.wall_before
+        self.restored = False
+
+    def elapsed(self) -> float:
+        return self.wall_before + (time.perf_counter() - self.t0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        e = trainer.current_epoch
+        row: dict = {"epoch": e}
+        for k, v in trainer.callback_metrics.items():
+            if k in ("epoch", "step"):
+                continue
+            if isinstance(v, torch.Tensor):
+                if v.numel() != 1:
+                    continue
+                v = v.item()
+            row[k] = float(v)
+        self.history = [h for h in self.history if h["epoch"] < e] + [row]
+        self.wall_s = self.elapsed()
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self, wall_s: float | None = None) -> None:
+        wall = self.wall_s if wall_s is None else wall_s
+        write_json_atomic(self.path, {"history": self.history, "wall_s": wall})
+
+    def state_dict(self) -> dict:
+        return {"history": [dict(h) for h in self.history], "wall_s": self.wall_s}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [dict(h) for h in state_dict.get("history", [])]
+        self.wall_before = self.wall_s = float(state_dict.get("wall_s", 0.0))
+        self.restored = True
+
+
 def _loader(x, y, task, batch_size, shuffle, seed):
     yt = torch.as_tensor(y, dtype=torch.long if task == "classification" else torch.float32)
     ds = TensorDataset(torch.as_tensor(x, dtype=torch.float32), yt)
@@ -146,9 +203,26 @@ def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = 
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     L.seed_everything(c.seed, workers=True, verbose=False)
     ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    resuming = resume and last.is_file()
+    earlier, earlier_wall = [], 0.0
+    if resuming:  # only used when the checkpoint predates the history recorder
+        saved = out / "history.json"
+        if saved.is_file():
+            raw = json.loads(saved.read_text())
+            earlier, earlier_wall = raw["history"], float(raw.get("wall_s", 0.0))
+        else:
+            earlier = read_history(out / "csv" / "metrics.csv")
+    t0 = time.perf_counter()
+    recorder = _HistoryRecorder(out / "history.json", t0, earlier, earlier_wall)
     monitor_mode = ("val_loss", "min")
-    callbacks = [L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor_mode[0], mode=monitor_mode[1],
-                                                     save_last=True, filename="best")]
+    best_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor_mode[0], mode=monitor_mode[1],
+                                                  filename="best")
+    # `save_last` only rewrites last.ckpt when a monitored checkpoint is saved (when val_loss improves):
+    # a second, unmonitored checkpoint named "last" is written at every training epoch end instead
+    last_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, monitor=None, save_top_k=1, filename="last",
+                                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    callbacks = [recorder, best_cb, last_cb]
     if c.patience:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=c.patience, mode="min"))
     loggers = [L.pytorch.loggers.CSVLogger(out, name="", version="csv"),
@@ -158,25 +232,16 @@ def fit(module: StackTask, train_xy, val_xy, out_dir, name: str, resume: bool = 
                         strategy=strategy, precision=c.precision, callbacks=callbacks, logger=loggers,
                         enable_progress_bar=c.progress_bar, enable_model_summary=False, log_every_n_steps=1,
                         deterministic="warn")
-    last = ckpt_dir / "last.ckpt"
-    earlier = []
-    if resume and last.is_file():
-        saved = out / "history.json"
-        earlier = json.loads(saved.read_text())["history"] if saved.is_file() else read_history(out / "csv" / "metrics.csv")
-    t0 = time.perf_counter()
     train = train_xy if isinstance(train_xy, DataLoader) else _loader(*train_xy, module.task, c.batch_size, True, c.seed)
     val = val_xy if isinstance(val_xy, DataLoader) else _loader(*val_xy, module.task, 256, False, c.seed)
-    trainer.fit(module, train, val,
-                ckpt_path=str(last) if resume and last.is_file() else None)
-    wall = time.perf_counter() - t0
-    best = callbacks[0].best_model_path or None
+    trainer.fit(module, train, val, ckpt_path=str(last) if resuming else None)
+    wall = recorder.elapsed()  # this segment plus the earlier ones
+    best = best_cb.best_model_path or None
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     module.eval()
-    # Lightning's CSV logger starts a fresh file on resume: keep the epochs logged before it
-    merged = {h["epoch"]: h for h in earlier}
-    merged.update({h["epoch"]: h for h in read_history(out / "csv" / "metrics.csv")})
-    history = [merged[e] for e in sorted(merged)]
-    write_json_atomic(out / "history.json", {"history": history})
+    history = [dict(h) for h in recorder.history]
+    if trainer.is_global_zero:
+        recorder.write(wall)
     return FitResult(module, history, best, wall, trainer.current_epoch)
