@@ -74,6 +74,12 @@ def check_output_path(path, kind: str = "directory", must_be_empty: bool = False
         where = _existing_ancestor(path.parent)
         if not where.is_dir():
             raise OutputError(f"{path}: {where} is a file, not a directory; choose another --out")
+    try:
+        readonly = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        readonly = False
+    if readonly:
+        raise OutputError(f"{path}: {where} is on a read-only file system; choose another --out")
     if not os.access(where, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: {where} is not writable by this user; choose another --out")
     try:  # access() can pass on a read-only mount: create and remove a probe file

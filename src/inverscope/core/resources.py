@@ -50,22 +50,24 @@ class Estimate:
     job: str
     memory_bytes: float = 0.0
     disk_bytes: float = 0.0
-    parts: dict[str, float] = field(default_factory=dict)
+    memory_parts: dict[str, float] = field(default_factory=dict)
+    disk_parts: dict[str, float] = field(default_factory=dict)
 
     def add_memory(self, name: str, nbytes: float) -> None:
         self.memory_bytes += float(nbytes)
-        self.parts[name] = self.parts.get(name, 0.0) + float(nbytes)
+        self.memory_parts[name] = self.memory_parts.get(name, 0.0) + float(nbytes)
 
     def add_disk(self, name: str, nbytes: float) -> None:
         self.disk_bytes += float(nbytes)
-        self.parts[name] = self.parts.get(name, 0.0) + float(nbytes)
+        self.disk_parts[name] = self.disk_parts.get(name, 0.0) + float(nbytes)
 
     def as_dict(self) -> dict:
         return {"memory_bytes": self.memory_bytes, "disk_bytes": self.disk_bytes,
-                "parts": {k: v for k, v in self.parts.items()}}
+                "memory_parts": dict(self.memory_parts), "disk_parts": dict(self.disk_parts)}
 
-    def _largest(self) -> str:
-        name, value = max(self.parts.items(), key=lambda kv: kv[1]) if self.parts else ("", 0)
+    @staticmethod
+    def _largest(parts: dict) -> str:
+        name, value = max(parts.items(), key=lambda kv: kv[1]) if parts else ("", 0)
         return f"; largest: {name} {human_bytes(value)}" if name else ""
 
     def check(self, disk_path=None, memory_fraction: float = 0.9) -> None:
@@ -73,7 +75,7 @@ class Estimate:
         avail = available_memory_bytes()
         if self.memory_bytes > memory_fraction * avail:
             raise ResourceError(f"{self.job}: needs about {human_bytes(self.memory_bytes)} of memory, this machine has "
-                                f"{human_bytes(avail)} available{self._largest()}; reduce the sizes in the config "
+                                f"{human_bytes(avail)} available{self._largest(self.memory_parts)}; reduce the sizes in the config "
                                 "or pass --no-resource-check to try anyway")
         if disk_path is not None and self.disk_bytes > 0:
             from inverscope.core.io import free_disk_bytes
@@ -81,7 +83,7 @@ class Estimate:
             free = free_disk_bytes(disk_path)
             if self.disk_bytes > free:
                 raise ResourceError(f"{self.job}: needs up to {human_bytes(self.disk_bytes)} of disk for {disk_path}, "
-                                    f"{human_bytes(free)} free there; reduce the sizes in the config, free space, "
+                                    f"{human_bytes(free)} free there{self._largest(self.disk_parts)}; reduce the sizes in the config, free space, "
                                     "or pass --no-resource-check to try anyway")
 
 

@@ -171,7 +171,7 @@ def estimate_resources(cfg: CampaignConfig, n_workers: int = 0) -> Estimate:
     est = Estimate("campaign")
     per = Estimate("sample")
     multislice_memory(per, gpts, f.depth_cells * m.slices_per_cell, 5 * cells, batch)
-    for name, value in per.parts.items():
+    for name, value in per.memory_parts.items():
         est.add_memory(name, value * max(1, n_workers))
     pattern_bytes = 4.0 * math.prod(_pattern_shape(cfg))
     est.add_memory("one sample's patterns", pattern_bytes * max(1, n_workers) * 2)

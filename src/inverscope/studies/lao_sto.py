@@ -254,7 +254,7 @@ def _run_study(recipe, out: Path, progress, log, scheduler, check_resources) -> 
     if check_resources:  # training holds every pattern of the campaign (and an augmented copy) in memory
         est = estimate_resources(cfg, _workers(recipe) if not sched else 0)
         est.job = "run"
-        est.add_memory("training arrays", 3 * est.parts["stored patterns (float32, uncompressed)"])
+        est.add_memory("training arrays", 3 * est.disk_parts["stored patterns (float32, uncompressed)"])
         est.check(disk_path=out)
     if (out / "campaign.zarr").exists():  # refuses another campaign's store before any work
         open_campaign_store(out / "campaign.zarr", cfg)
