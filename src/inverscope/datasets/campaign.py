@@ -311,7 +311,7 @@ def verify_samples(group, indices: Iterable[int] | None = None, block: int = 64)
     return bad
 
 
-def _connect_scheduler(address: str):
+def connect_scheduler(address: str):
     """A Dask client of the scheduler at `address`, or one line saying it did not answer."""
     from dask.distributed import Client
 
@@ -361,7 +361,7 @@ def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_work
     if check_resources:
         estimate_resources(cfg, n_workers if not scheduler else 0).check(disk_path=path)
     build_sample_simulation(cfg, 0, phonon_configs=phonon_configs)  # every physics check, before any store exists
-    client = _connect_scheduler(scheduler) if scheduler else None
+    client = connect_scheduler(scheduler) if scheduler else None
     try:
         with exclusive_lock(path, "campaign store"):
             return _run_locked(cfg, path, client, n_workers, indices, progress, log)

@@ -237,18 +237,10 @@ def run_study(recipe: LaoStoRecipe, out_dir, progress: Progress | None = None, l
     the memory and disk the campaign and training need are estimated first.
     """
     from inverscope.core.io import check_output_path, exclusive_lock
+    from inverscope.datasets.campaign import build_sample_simulation, connect_scheduler
 
     out = Path(out_dir)
     check_output_path(out)
-    with exclusive_lock(out, "output directory"):
-        return _run_study(recipe, out, progress, log, scheduler, check_resources)
-
-
-def _run_study(recipe, out: Path, progress, log, scheduler, check_resources) -> dict:
-    from inverscope.studies.lao_sto_report import write_report
-
-    timings = {}
-    t0 = time.perf_counter()
     cfg = recipe.campaign
     sched = scheduler or recipe.dask.scheduler
     if check_resources:  # training holds every pattern of the campaign (and an augmented copy) in memory
@@ -256,6 +248,19 @@ def _run_study(recipe, out: Path, progress, log, scheduler, check_resources) -> 
         est.job = "run"
         est.add_memory("training arrays", 3 * est.disk_parts["stored patterns (float32, uncompressed)"])
         est.check(disk_path=out)
+    build_sample_simulation(cfg, 0)  # every physics check before anything is written
+    if sched:
+        connect_scheduler(sched).close()
+    with exclusive_lock(out, "output directory"):
+        return _run_study(recipe, out, progress, log, sched)
+
+
+def _run_study(recipe, out: Path, progress, log, sched) -> dict:
+    from inverscope.studies.lao_sto_report import write_report
+
+    timings = {}
+    t0 = time.perf_counter()
+    cfg = recipe.campaign
     if (out / "campaign.zarr").exists():  # refuses another campaign's store before any work
         open_campaign_store(out / "campaign.zarr", cfg)
     out.mkdir(parents=True, exist_ok=True)
