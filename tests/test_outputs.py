@@ -193,3 +193,27 @@ def test_simulation_larger_than_memory_is_refused_before_building(tmp_path):
 
     with pytest.raises(InverscopeError, match="thickness_angstrom: Input should be a finite number"):
         validate(SimulateConfig, {**SMALL, "structure": {**SMALL["structure"], "thickness_angstrom": float("inf")}})
+
+
+@pytest.mark.skipif(not CAN_MOUNT, reason="mounting a tmpfs needs root in a namespace that allows it")
+def test_campaign_on_a_full_disk_stops_with_one_line_and_resumes_bit_for_bit(tmp_path):
+    import numpy as np
+    import zarr
+
+    from inverscope.datasets.campaign import run_campaign
+    from tests.datasets.test_campaign import tiny_config
+
+    cfg = tiny_config(num_samples=12, microscope={"sampling_angstrom": 0.12, "phonon_configs": 0, "semiangle_mrad": 12,
+                                                  "detector_shape": [15, 15]})
+    run_campaign(cfg, tmp_path / "ref.zarr")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    with tmpfs(tmp_path / "m", "120k") as m:
+        line = one_error_line(cli("campaign", tmp_path / "c.yaml", "--out", m / "s.zarr", "--quiet", "--no-resource-check"))
+        assert line == f"error: {m / 's.zarr'}: the disk is full; free space and rerun (finished work is kept and resumed)"
+        done = zarr.open_group(str(m / "s.zarr"), mode="r")["done"][:]
+        assert 0 < done.sum() < 12
+        subprocess.run(["mount", "-o", "remount,size=4m", str(m)], check=True)
+        r = cli("campaign", tmp_path / "c.yaml", "--out", m / "s.zarr", "--quiet")
+        assert r.returncode == 0, r.stderr
+        a, b = (zarr.open_group(str(p), mode="r") for p in (tmp_path / "ref.zarr", m / "s.zarr"))
+        assert all(np.array_equal(a[k][:], b[k][:]) for k in ("patterns", "class_index", "checksum", "done"))

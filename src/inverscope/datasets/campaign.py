@@ -365,6 +365,10 @@ def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_work
     try:
         with exclusive_lock(path, "campaign store"):
             return _run_locked(cfg, path, client, n_workers, indices, progress, log)
+    except OSError as err:  # a full or failing disk: name the store (finished samples stay and are resumed)
+        if not err.filename:
+            err.filename = str(path)
+        raise
     finally:
         if client is not None:
             client.close()
