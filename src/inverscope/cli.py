@@ -21,8 +21,15 @@ app = typer.Typer(help="inverscope: learn to read structure out of microscopy da
 console = Console(stderr=True)
 
 
+def _error_line(text: object) -> None:
+    """Print `text` as the one `error:` line; user text (paths, values) is never read as rich markup."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(text))}", highlight=False, soft_wrap=True)
+
+
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    _error_line(err)
     raise typer.Exit(code=2)
 
 
@@ -175,7 +182,7 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
         if study == "pfm_switching":
             return _run_pfm(recipe, data, out, data_file, quiet)
         if study in _SPECTRAL_STUDIES:
-            return _run_module_study(study, recipe, data, out, data_file, quiet)
+            return _run_module_study(study, recipe, data, out, data_file, quiet, not no_resource_check)
         if study != "lao_sto":
             raise InverscopeError(f"{recipe}: study: got {study!r}; allowed: lao_sto, pfm_switching, "
                                   + ", ".join(_SPECTRAL_STUDIES))
@@ -221,14 +228,17 @@ def _run_pfm(recipe: Path, data: dict, out: Path, data_file: Optional[Path], qui
 _SPECTRAL_STUDIES = ("ising_recognition", "recognition_imaging")
 
 
-def _run_module_study(study: str, recipe: Path, data: dict, out: Path, data_file: Optional[Path], quiet: bool) -> None:
+def _run_module_study(study: str, recipe: Path, data: dict, out: Path, data_file: Optional[Path], quiet: bool,
+                      check_resources: bool = True) -> None:
     import importlib
+    import inspect
 
     from inverscope.core.config import validate
 
     mod = importlib.import_module(f"inverscope.studies.{study}")
     cfg = validate(mod.Recipe, data, str(recipe))
-    m = mod.run_study(cfg, out, data_file=None if data_file is None else str(data_file),
+    extra = {"check_resources": check_resources} if "check_resources" in inspect.signature(mod.run_study).parameters else {}
+    m = mod.run_study(cfg, out, data_file=None if data_file is None else str(data_file), **extra,
                       log=(lambda msg: None) if quiet else (lambda msg: console.print(f"[bold]>[/] {msg}", soft_wrap=True)))
     console.print(f"wrote {out}/report.html and {out}/metrics.json ({mod.summary(m)})", soft_wrap=True)
 
@@ -315,18 +325,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print(err.ctx.get_help() if getattr(err, "ctx", None) else str(err), highlight=False, soft_wrap=True)
         return 0
     except usage_errors as err:  # usage errors: bad options, missing arguments, out-of-range values
-        console.print(f"[bold red]error:[/] {' '.join(err.format_message().split())}", highlight=False, soft_wrap=True)
+        _error_line(' '.join(err.format_message().split()))
         return 2
     except (typer.Abort, KeyboardInterrupt):
         console.print("[bold red]error:[/] interrupted", highlight=False)
         return 130
     except InverscopeError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _error_line(err)
         return 2
     except OSError as err:
         if os.environ.get("INVERSCOPE_DEBUG"):
             raise
-        console.print(f"[bold red]error:[/] {_os_message(err)}", highlight=False, soft_wrap=True)
+        _error_line(_os_message(err))
         return 2
     return code if isinstance(code, int) else 0
 

@@ -211,13 +211,12 @@ def predict_to_dir(model_path, data_path, out_dir, axis: int = 1, stride: int = 
     import zarr
 
     from inverscope.core.device import resolve_device
-    from inverscope.core.io import staged_output, write_json_atomic
+    from inverscope.core.io import check_output_path, staged_output, write_json_atomic
     from inverscope.datasets.io import open_4dstem
     from inverscope.models.io import load_model
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise InverscopeError(f"{out_dir}: exists and is not empty; choose a new output directory")
+    check_output_path(out_dir, must_be_empty=True)  # a bad --out is found before the model and data load
     dev = resolve_device(device)
     net, meta = load_model(model_path, device=str(dev))
     four = open_4dstem(data_path, thickness_index)

@@ -115,11 +115,39 @@ def _open(path: Path, cfg: LoopSetConfig):
     return g
 
 
+def estimate_resources(cfg: LoopSetConfig, threads: int | None = None) -> "Estimate":
+    """Memory and disk [bytes] of a loop set from its config: the loops in memory (float32 up and
+    down branches, float64 parameters), the lattices being simulated and the stored copy."""
+    import math
+    import os
+
+    from inverscope.core.resources import Estimate
+
+    n, steps = float(cfg.num_loops), float(cfg.ising.field_steps)
+    sites = float(math.prod(float(x) for x in cfg.ising.lattice))
+    workers = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    est = Estimate("loop set")
+    est.add_memory("loops (float32, both branches)", n * steps * 2 * 4 + n * 3 * 8)
+    est.add_memory("lattices (bonds, fields, spins)", sites * 48 * max(1, workers))
+    est.add_disk("stored loops", n * steps * 2 * 4 + n * 3 * 8)
+    return est
+
+
 def build_loop_set(cfg: LoopSetConfig, path=None, progress=None, threads: int | None = None) -> LoopSet:
     """Simulate the set (or the chunks still missing from the store at `path`) and return it.
 
     With ``path=None`` nothing is written. ``progress(done, total)`` is called after each chunk.
+    The store is locked while the set is built (a second build on it is refused).
     """
+    from contextlib import nullcontext
+
+    from inverscope.core.io import exclusive_lock
+
+    with exclusive_lock(path, "loop set store") if path is not None else nullcontext():
+        return _build_loop_set(cfg, path, progress, threads)
+
+
+def _build_loop_set(cfg: LoopSetConfig, path, progress, threads) -> LoopSet:
     params = cfg.sample_params()
     g = _open(Path(path), cfg) if path is not None else None
     done = g["done"][:] if g is not None else np.zeros(-(-cfg.num_loops // cfg.chunk), bool)

@@ -71,7 +71,10 @@ def open_cbed(path) -> tuple[zarr.Array, dict]:
     try:
         group = zarr.open_group(str(path), mode="r")
         arr = group["cbed"]
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError") else KeyError):
-        raise ConfigError(f"{path}: not an inverscope CBED Zarr store (no 'cbed' array)") from None
-    return arr, dict(group.attrs)
+        attrs = dict(group.attrs)
+    except Exception:  # zarr raises many types on foreign, truncated or corrupt metadata
+        raise ConfigError(f"{path}: not an inverscope CBED Zarr store (no readable 'cbed' array)") from None
+    if not isinstance(arr, zarr.Array):
+        raise ConfigError(f"{path}: not an inverscope CBED Zarr store ('cbed' is a group, not an array)")
+    return arr, attrs
 

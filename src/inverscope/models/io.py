@@ -56,19 +56,32 @@ def load_metadata(path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InverscopeError(f"{meta_path}: not valid JSON model metadata") from None
+    if not isinstance(meta, dict):
+        raise InverscopeError(f"{meta_path}: model metadata must be a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise InverscopeError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    for key, kind in (("architecture", str), ("config", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise InverscopeError(f"{meta_path}: {key}: got {meta.get(key)!r}; model metadata needs a "
+                                  f"{'name' if kind is str else 'mapping'} here")
     return meta
 
 
 def load_model(path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the network from metadata and load its weights (eval mode)."""
     meta = load_metadata(path)
-    net = build_net(meta["architecture"], meta["config"])
-    weights, _ = model_paths(path)
+    weights, meta_path = model_paths(path)
+    try:
+        net = build_net(meta["architecture"], meta["config"])
+    except InverscopeError as err:
+        raise type(err)(f"{meta_path}: {err}") from None
     try:
         state = load_file(str(weights), device=str(device))
+    except Exception as err:  # safetensors raises several types on corrupt or foreign files
+        raise InverscopeError(f"{weights}: not a readable safetensors file ({type(err).__name__}); "
+                              "models are saved by inverscope as NAME.safetensors + NAME.json") from None
+    try:
         net.load_state_dict(state)
-    except Exception as err:  # safetensors raises several types on corrupt files
+    except Exception as err:
         raise InverscopeError(f"{weights}: weights do not match the metadata's architecture ({type(err).__name__})") from None
     return net.to(device).eval(), meta

@@ -109,11 +109,23 @@ def _fit_quality(recipe: Recipe, pred: np.ndarray, measured: np.ndarray, axis, x
             "outside": outside}
 
 
-def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print) -> dict:
+def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print,
+              check_resources: bool = True) -> dict:
+    """Simulate (or resume) the loop set, train the recognizers, map the measured loops, report.
+
+    The recipe, the output directory and (with `check_resources`) the memory and disk of the
+    loop set are checked before anything is written.
+    """
     from inverscope.studies.ising_report import write_report
+
+    from inverscope.core.io import check_output_path
+    from inverscope.datasets.loopset import estimate_resources
 
     t0 = time.perf_counter()
     _check(recipe)
+    check_output_path(out_dir)
+    if check_resources:
+        estimate_resources(recipe.loops).check(disk_path=out_dir)
     data = _load(recipe.data, data_file)
     rows, cols, steps = data.loops.shape
     axis = waveform_axis(data.voltage, recipe.alignment)

@@ -85,7 +85,10 @@ def run_study(recipe: PFMRecipe, out_dir, data_file: str | None = None, log: Cal
     from inverscope.analysis.decomposition import active_latents, divisive_kmeans, nmf_baseline, pca_baseline
     from inverscope.studies.pfm_report import write_report
 
+    from inverscope.core.io import check_output_path
+
     out = Path(out_dir)
+    check_output_path(out)
     t0 = time.perf_counter()
     data, bundled = load_data(recipe.data, data_file)
     rows, cols, steps = data.loops.shape

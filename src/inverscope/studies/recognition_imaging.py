@@ -302,6 +302,9 @@ def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callab
     """
     from inverscope.studies.recognition_imaging_report import write_report
 
+    from inverscope.core.io import check_output_path
+
+    check_output_path(out_dir)
     t0 = time.perf_counter()
     prep = _prepare(recipe, data_file)
     timings = {"prepare_s": time.perf_counter() - t0}
