@@ -166,3 +166,20 @@ def test_out_that_is_a_file_is_refused_before_work(tmp_path):
     with pytest.raises(InverscopeError, match="exists and is not a directory"):
         run_campaign(tiny_config(), f)
     assert f.read_text() == "not a store"
+
+
+def test_two_fresh_starts_on_one_store_one_works_the_other_is_refused(reference, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config().model_dump(mode="json")))
+    path = tmp_path / "c.zarr"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    procs = [subprocess.Popen([sys.executable, "-m", "inverscope.cli", "campaign", str(cfg), "--out", str(path), "--quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) in ([0, 0], [0, 2]), results
+    for code, err in results:
+        assert "Traceback" not in err
+        if code == 2:
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert len(lines) == 1 and "campaign store in use by another inverscope process" in lines[0]
+    assert same(arrays(path), arrays(reference))
