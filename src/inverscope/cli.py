@@ -138,6 +138,8 @@ def _read_mapping(path: Path) -> dict:
 
     from inverscope.core.errors import ConfigError
 
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a YAML recipe file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file")
     try:

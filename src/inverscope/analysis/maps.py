@@ -215,10 +215,15 @@ def predict_to_dir(model_path, data_path, out_dir, axis: int = 1, stride: int = 
     from inverscope.datasets.io import open_4dstem
     from inverscope.models.io import load_model
 
+    if axis not in (0, 1):
+        raise InverscopeError(f"axis: got {axis}; allowed: 0 or 1 (the scan axis the probe-position stacks run along)")
     out_dir = Path(out_dir)
     check_output_path(out_dir, must_be_empty=True)  # a bad --out is found before the model and data load
     dev = resolve_device(device)
     net, meta = load_model(model_path, device=str(dev))
+    if meta.get("architecture") != "stack_cnn3d":
+        raise InverscopeError(f"{model_path}: a {meta.get('architecture')} model (task {meta.get('task')!r}); predict "
+                              "applies 4D-STEM stack models (stack_cnn3d, as trained by the lao_sto study)")
     four = open_4dstem(data_path, thickness_index)
     t0 = time.perf_counter()
     if four.stacks:

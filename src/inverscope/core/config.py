@@ -43,6 +43,8 @@ def validate(model: type[M], data: object, source: str = "config") -> M:
 def load_yaml(path: str | Path, model: type[M]) -> M:
     """Read a YAML file into `model`; raises :class:`ConfigError` naming the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:

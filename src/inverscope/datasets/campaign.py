@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 import zlib
@@ -214,6 +215,22 @@ def _holds_no_samples(group) -> bool:
         return False
 
 
+def check_campaign_store(path, cfg: CampaignConfig) -> None:
+    """Refuse, reading only, an existing `path` that :func:`open_campaign_store` would refuse (not
+    a Zarr store, or another campaign's store with finished samples); lets jobs fail before locking."""
+    path = Path(path)
+    if os.path.ismount(path):
+        raise InverscopeError(f"{path}: is a mount point; give a store path inside it, e.g. {path / 'campaign.zarr'}")
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:
+        raise InverscopeError(f"{path}: exists but is not a Zarr store; choose another path") from None
+    if group.attrs.get("config_hash") == cfg.config_hash() or not _holds_no_samples(group):
+        _check_store_matches(group, cfg, path)
+
+
 def open_campaign_store(path, cfg: CampaignConfig):
     """Create the store at `path`, or open it to resume when it holds the same campaign.
 
@@ -221,6 +238,8 @@ def open_campaign_store(path, cfg: CampaignConfig):
     stopped before its first sample): then it is replaced, since nothing can be lost.
     """
     path = Path(path)
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        path.rmdir()  # an empty folder made by hand: the store is created in its place
     if path.exists():
         try:
             group = zarr.open_group(str(path), mode="r+")
@@ -234,26 +253,42 @@ def open_campaign_store(path, cfg: CampaignConfig):
 
 
 def _create_store(path: Path, cfg: CampaignConfig):
-    group = zarr.open_group(str(path), mode="w")
-    n = cfg.num_samples
-    shape = _pattern_shape(cfg)
-    group.create_array("patterns", shape=(n, *shape), chunks=(1, *shape), dtype="float32", fill_value=np.nan)
-    group.create_array("class_index", shape=(n,), dtype="int16", fill_value=-1)
-    group.create_array("step_cells", shape=(n,), dtype="int16", fill_value=-1)
-    group.create_array("intermix_fraction", shape=(n,), dtype="float32", fill_value=np.nan)
-    group.create_array("checksum", shape=(n,), dtype="uint32", fill_value=0)
-    group.create_array("done", shape=(n,), dtype="bool", fill_value=False)
-    a = cfg.structure.unit_angstrom
-    grid = Grid.from_sampling(cfg.structure.cell_angstrom[:2], cfg.microscope.sampling_angstrom)
-    group.attrs.update({
-        "schema": SCHEMA, "config": cfg.data_dict(), "config_hash": cfg.config_hash(), "name": cfg.name,
-        "inverscope_version": inverscope.__version__, "seed": cfg.seed,
-        "class_names": list(cfg.structure.classes), "thicknesses_angstrom": [c * a for c in cfg.exit_cells()],
-        "thicknesses_cells": cfg.exit_cells(), "positions_angstrom": cfg.positions_angstrom().tolist(),
-        "sampling_mrad": [cfg.microscope.detector_sampling_mrad] * 2, "gpts": list(grid.gpts),
-        "axes": ["sample", "line", "thickness", "position", "ky", "kx"], "complete": False,
-    })
-    return group
+    """Create the empty store atomically: built in a hidden sibling folder, attributes written in one
+    update, then renamed to `path`, so a kill leaves either no store or a complete empty one."""
+    for stale in path.parent.glob(f".{path.name}.creating-*"):  # from a killed creation (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+    try:
+        group = zarr.open_group(str(tmp), mode="w")
+        n = cfg.num_samples
+        shape = _pattern_shape(cfg)
+        group.create_array("patterns", shape=(n, *shape), chunks=(1, *shape), dtype="float32", fill_value=np.nan)
+        group.create_array("class_index", shape=(n,), dtype="int16", fill_value=-1)
+        group.create_array("step_cells", shape=(n,), dtype="int16", fill_value=-1)
+        group.create_array("intermix_fraction", shape=(n,), dtype="float32", fill_value=np.nan)
+        group.create_array("checksum", shape=(n,), dtype="uint32", fill_value=0)
+        group.create_array("done", shape=(n,), dtype="bool", fill_value=False)
+        a = cfg.structure.unit_angstrom
+        grid = Grid.from_sampling(cfg.structure.cell_angstrom[:2], cfg.microscope.sampling_angstrom)
+        group.update_attributes({
+            "schema": SCHEMA, "config": cfg.data_dict(), "config_hash": cfg.config_hash(), "name": cfg.name,
+            "inverscope_version": inverscope.__version__, "seed": cfg.seed,
+            "class_names": list(cfg.structure.classes), "thicknesses_angstrom": [c * a for c in cfg.exit_cells()],
+            "thicknesses_cells": cfg.exit_cells(), "positions_angstrom": cfg.positions_angstrom().tolist(),
+            "sampling_mrad": [cfg.microscope.detector_sampling_mrad] * 2, "gpts": list(grid.gpts),
+            "axes": ["sample", "line", "thickness", "position", "ky", "kx"], "complete": False,
+        })
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return zarr.open_group(str(path), mode="r+")
+
+
+def _remove_partial_writes(path: Path) -> None:
+    """Delete zarr's temporary ``*.partial`` chunk files left by a write that was killed."""
+    for f in path.rglob("*.partial"):
+        f.unlink(missing_ok=True)
 
 
 def pattern_checksum(patterns: np.ndarray) -> int:
@@ -315,9 +350,13 @@ def connect_scheduler(address: str):
     """A Dask client of the scheduler at `address`, or one line saying it did not answer."""
     from dask.distributed import Client
 
+    if not isinstance(address, str) or "://" not in address and ":" not in address:
+        raise InverscopeError(f"--scheduler {address!r}: not a scheduler address; expected tcp://HOST:PORT")
     try:
         return Client(address, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as err:
+    except ValueError as err:
+        raise InverscopeError(f"--scheduler {address!r}: not a scheduler address ({err}); expected tcp://HOST:PORT") from None
+    except (OSError, TimeoutError) as err:
         raise InverscopeError(f"--scheduler {address}: no Dask scheduler answered within 10 s "
                               f"({type(err).__name__}); check the address and that the scheduler runs") from None
 
@@ -361,6 +400,7 @@ def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_work
     if check_resources:
         estimate_resources(cfg, n_workers if not scheduler else 0).check(disk_path=path)
     build_sample_simulation(cfg, 0, phonon_configs=phonon_configs)  # every physics check, before any store exists
+    check_campaign_store(path, cfg)  # read-only; judged again under the lock
     client = connect_scheduler(scheduler) if scheduler else None
     try:
         with exclusive_lock(path, "campaign store"):
@@ -376,6 +416,7 @@ def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_work
 
 def _run_locked(cfg, path, client, n_workers, indices, progress, log) -> dict:
     group = open_campaign_store(path, cfg)
+    _remove_partial_writes(path)
     t0 = time.perf_counter()
     damaged = verify_samples(group, indices)
     verify_s = time.perf_counter() - t0

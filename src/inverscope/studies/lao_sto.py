@@ -237,7 +237,7 @@ def run_study(recipe: LaoStoRecipe, out_dir, progress: Progress | None = None, l
     the memory and disk the campaign and training need are estimated first.
     """
     from inverscope.core.io import check_output_path, exclusive_lock
-    from inverscope.datasets.campaign import build_sample_simulation, connect_scheduler
+    from inverscope.datasets.campaign import build_sample_simulation, check_campaign_store, connect_scheduler
 
     out = Path(out_dir)
     check_output_path(out)
@@ -249,6 +249,7 @@ def run_study(recipe: LaoStoRecipe, out_dir, progress: Progress | None = None, l
         est.add_memory("training arrays", 3 * est.disk_parts["stored patterns (float32, uncompressed)"])
         est.check(disk_path=out)
     build_sample_simulation(cfg, 0)  # every physics check before anything is written
+    check_campaign_store(out / "campaign.zarr", cfg)  # read-only here; judged again under the lock
     if sched:
         connect_scheduler(sched).close()
     with exclusive_lock(out, "output directory"):

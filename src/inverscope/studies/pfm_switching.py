@@ -71,8 +71,18 @@ def _published(data_dir_name: str):
     return load_keras_bilstm_weights(str(files("inverscope") / "data" / "agar2019" / "keras" / data_dir_name))
 
 
+def _net_config(arch: str, config: dict, steps: int) -> dict:
+    """The network config `arch` is built from, checked (unknown keys, bad values: one-line ConfigError)."""
+    from inverscope.core.config import validate
+    from inverscope.models.nets import NETS
+
+    full = {"steps": steps, "latent": 16, **config}
+    validate(NETS[arch][1], full, "model.config")
+    return full
+
+
 def _train(arch: str, config: dict, train_x, test_x, out: Path, name: str, cfg: AETrainConfig):
-    config = {"steps": train_x.shape[1], "latent": 16, **config}
+    config = _net_config(arch, config, train_x.shape[1])
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         net = build_net(arch, config)
@@ -94,7 +104,8 @@ def run_study(recipe: PFMRecipe, out_dir, data_file: str | None = None, log: Cal
     rows, cols, steps = data.loops.shape
     x, scaler = published_preprocessing(data.flat(), resonance_range=recipe.data.range_filter)
     x = x.astype(np.float32)
-    out.mkdir(parents=True, exist_ok=True)  # only once the data loaded and passed its checks
+    _net_config(recipe.model.architecture, recipe.model.config, steps)
+    out.mkdir(parents=True, exist_ok=True)  # only once the recipe and the data passed their checks
     perm = np.random.default_rng(recipe.split_seed).permutation(len(x))
     n_train = int(round(recipe.train_fraction * len(x)))
     tr_idx, te_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])

@@ -292,8 +292,28 @@ def _pzt(recipe: Recipe, data, lab: _Labeled, timings: dict, log) -> tuple[dict,
     return m, extra
 
 
-def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print) -> dict:
+#: arrays of the synthetic cube's size held at once: the cube with its expected counts and noise,
+#: standardized and PCA copies, three NNLS fits (fitted spectra and residuals), NMF, the report's maps
+_SYNTHETIC_CUBE_COPIES = 16
+
+
+def estimate_resources(recipe: Recipe) -> "Estimate":
+    """Memory [bytes] of the synthetic part from the recipe alone (the measured loops are bounded by their file)."""
+    from inverscope.core.resources import Estimate
+
+    est = Estimate("recognition_imaging")
+    if recipe.synthetic.enabled:
+        s = recipe.synthetic.scan
+        est.add_memory("synthetic EELS cube (float64, with analysis copies)",
+                       8.0 * s.rows * s.positions * s.channels * _SYNTHETIC_CUBE_COPIES)
+    return est
+
+
+def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print,
+              check_resources: bool = True) -> dict:
     """Run both parts of the study; writes OUT/report.html and OUT/metrics.json and returns the metrics.
+
+    With `check_resources`, a synthetic scan too large for this machine's memory is refused first.
 
     Raises
     ------
@@ -305,6 +325,8 @@ def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callab
     from inverscope.core.io import check_output_path
 
     check_output_path(out_dir)
+    if check_resources:
+        estimate_resources(recipe).check()
     t0 = time.perf_counter()
     prep = _prepare(recipe, data_file)
     timings = {"prepare_s": time.perf_counter() - t0}
