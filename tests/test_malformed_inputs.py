@@ -34,6 +34,9 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.studies.test_recognition_imaging_study import SMALL as SMALL_RECOGNITION
+from tests.test_cli import SMALL as SMALL_SIMULATION
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 IS_ROOT = os.geteuid() == 0
@@ -41,15 +44,7 @@ CASE_TIMEOUT_S = 60          # wall clock per case; the resource guard must refu
 MEMORY_HEADROOM = 6 * 2**30  # address space a case may add on top of the test process (guard failures -> MemoryError)
 
 # --------------------------------------------------------------------------- inputs
-SIM = {
-    "structure": {"builder": "perovskite", "compound": "SrTiO3", "repeat_xy": 2, "thickness_angstrom": 7.81},
-    "grid": {"gpts": 64},
-    "probe": {"energy_kev": 200, "semiangle_mrad": 20},
-    "scan": {"kind": "grid", "end_angstrom": [3.905, 3.905], "gpts": [3, 2]},
-    "detector": {"max_angle_mrad": 40},
-    "phonons": {"num_configs": 2, "sigmas_angstrom": 0.08, "seed": 1},
-    "thicknesses_angstrom": [3.905, 7.81],
-}
+SIM = SMALL_SIMULATION  # the small SrTiO3 job of tests/test_cli.py
 
 CAMPAIGN = {
     "num_samples": 18, "seed": 1,
@@ -82,14 +77,7 @@ ISING = {"study": "ising_recognition", "name": "tiny",
          "cnn": {"kind": "cnn", "cnn": {"channels": [8, 16], "hidden": 16}, "train": {"max_epochs": 2}},
          "throughput_loops": 32}
 
-RECOG = {"study": "recognition_imaging", "name": "small", "seed": 0,
-         "synthetic": {"scan": {"rows": 4, "positions": 120, "channels": 128},
-                       "labels": {"boxes": {"STO": {"rows": [0, 4], "cols": [6, 18]},
-                                            "LSMO": {"rows": [0, 4], "cols": [30, 42]},
-                                            "BFO": {"rows": [0, 4], "cols": [54, 66]}}},
-                       "pca_components": 3, "nmf_components": 3},
-         "pzt": {"pca_components": 3, "nmf_components": 2},
-         "recognition": {"hidden": [16], "n_components": 6, "max_epochs": 150}}
+RECOG = SMALL_RECOGNITION  # the small recipe of tests/studies/test_recognition_imaging_study.py
 
 P, K = 4, 9  # the tiny model's positions per stack and pattern size
 #: the resource guard's refusal names the memory or disk a job would need

@@ -15,23 +15,12 @@ from inverscope.core.errors import InverscopeError
 from inverscope.core.io import OutputError, staged_output
 from inverscope.core.resources import ResourceError
 from inverscope.studies.simulate4d import SimulateConfig, run_simulation
+from tests.studies.cli_helpers import cli, one_line_error
 from tests.test_cli import SMALL
 
 #: 16 x 16 positions, 2 thicknesses, 25 x 25 pixels: a 1.28 MB result
 BIGGER = {**SMALL, "scan": {"kind": "grid", "end_angstrom": [3.905, 3.905], "gpts": [16, 16]},
           "phonons": {"num_configs": 0}}
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "inverscope.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, timeout=300)
-
-
-def one_error_line(r) -> str:
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
 
 
 def tree(root: Path) -> list[str]:
@@ -108,7 +97,7 @@ def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, command):
     else:
         (tmp_path / "m.safetensors").write_bytes(b"x")
         args = ["predict", tmp_path / "m.safetensors", tmp_path / "m.safetensors"]
-    line = one_error_line(cli(*args, "--out", out, *(["--quiet"] if command != "predict" else [])))
+    line = one_line_error(cli(*args, "--out", out, *(["--quiet"] if command != "predict" else [])))
     assert str(out) in line and ("not a directory" in line or "not empty" in line)
     assert out.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in tmp_path.iterdir() if not p.name.startswith(".out"))
@@ -162,13 +151,13 @@ def test_full_disk_is_refused_up_front_or_one_line_with_nothing_half_written(tmp
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(BIGGER))
     with tmpfs(tmp_path / "small", "1m") as out:
-        line = one_error_line(cli("simulate", cfg, "--out", out, "--quiet"))
+        line = one_line_error(cli("simulate", cfg, "--out", out, "--quiet"))
         assert "of disk" in line and "free there" in line and "--no-resource-check" in line
-        line = one_error_line(cli("simulate", cfg, "--out", out, "--quiet", "--no-resource-check"))
+        line = one_line_error(cli("simulate", cfg, "--out", out, "--quiet", "--no-resource-check"))
         assert "disk is full" in line
         assert list(out.iterdir()) == []  # the stage was removed
     with tmpfs(tmp_path / "ro", "1m", readonly=True) as out:
-        line = one_error_line(cli("simulate", cfg, "--out", out / "result", "--quiet"))
+        line = one_line_error(cli("simulate", cfg, "--out", out / "result", "--quiet"))
         assert "read-only file system" in line
 
 
@@ -208,7 +197,7 @@ def test_campaign_on_a_full_disk_stops_with_one_line_and_resumes_bit_for_bit(tmp
     run_campaign(cfg, tmp_path / "ref.zarr")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     with tmpfs(tmp_path / "m", "120k") as m:
-        line = one_error_line(cli("campaign", tmp_path / "c.yaml", "--out", m / "s.zarr", "--quiet", "--no-resource-check"))
+        line = one_line_error(cli("campaign", tmp_path / "c.yaml", "--out", m / "s.zarr", "--quiet", "--no-resource-check"))
         assert line == f"error: {m / 's.zarr'}: the disk is full; free space and rerun (finished work is kept and resumed)"
         done = zarr.open_group(str(m / "s.zarr"), mode="r")["done"][:]
         assert 0 < done.sum() < 12

@@ -15,19 +15,8 @@ from inverscope.core.errors import InverscopeError
 from inverscope.core.io import StoreLocked, exclusive_lock
 from inverscope.core.resources import ResourceError
 from inverscope.datasets.campaign import open_campaign, run_campaign, verify_samples
+from tests.studies.cli_helpers import cli, one_line_error
 from tests.datasets.test_campaign import tiny_config
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "inverscope.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, timeout=300)
-
-
-def one_error_line(r) -> str:
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +111,7 @@ def test_a_store_in_use_is_refused_with_one_line(reference, tmp_path):
             run_campaign(tiny_config(), path)
         cfg = tmp_path / "c.yaml"
         cfg.write_text(yaml.safe_dump(tiny_config().model_dump(mode="json")))
-        line = one_error_line(cli("campaign", cfg, "--out", path, "--quiet"))
+        line = one_line_error(cli("campaign", cfg, "--out", path, "--quiet"))
         assert str(path) in line and f"pid {os.getpid()}" in line
     assert same(arrays(path), before)
     assert run_campaign(tiny_config(), path)["simulated"] == 0  # released with the holder
@@ -131,7 +120,7 @@ def test_a_store_in_use_is_refused_with_one_line(reference, tmp_path):
 def test_unreachable_scheduler_is_one_line_and_leaves_no_store(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config().model_dump(mode="json")))
-    line = one_error_line(cli("campaign", cfg, "--out", tmp_path / "c.zarr", "--scheduler", "tcp://127.0.0.1:9"))
+    line = one_line_error(cli("campaign", cfg, "--out", tmp_path / "c.zarr", "--scheduler", "tcp://127.0.0.1:9"))
     assert "--scheduler tcp://127.0.0.1:9" in line and "no Dask scheduler answered" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 

@@ -215,20 +215,27 @@ def _holds_no_samples(group) -> bool:
         return False
 
 
-def check_campaign_store(path, cfg: CampaignConfig) -> None:
-    """Refuse, reading only, an existing `path` that :func:`open_campaign_store` would refuse (not
-    a Zarr store, or another campaign's store with finished samples); lets jobs fail before locking."""
+def check_campaign_store(path, cfg: CampaignConfig) -> str:
+    """Judge, reading only, what is at `path` for campaign `cfg`; refuse what cannot be used.
+
+    Returns ``"new"`` (nothing there, or an empty folder), ``"resume"`` (this campaign's store)
+    or ``"replace"`` (another campaign's store without a finished sample). Raises
+    :class:`InverscopeError` for a mount point, something that is not a Zarr store, or another
+    campaign's store with finished samples. Jobs call it before locking, so they fail early.
+    """
     path = Path(path)
     if os.path.ismount(path):
         raise InverscopeError(f"{path}: is a mount point; give a store path inside it, e.g. {path / 'campaign.zarr'}")
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return
+    if not path.exists() or (path.is_dir() and not path.is_symlink() and not any(path.iterdir())):
+        return "new"
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception:
         raise InverscopeError(f"{path}: exists but is not a Zarr store; choose another path") from None
-    if group.attrs.get("config_hash") == cfg.config_hash() or not _holds_no_samples(group):
-        _check_store_matches(group, cfg, path)
+    if group.attrs.get("config_hash") != cfg.config_hash() and _holds_no_samples(group):
+        return "replace"
+    _check_store_matches(group, cfg, path)
+    return "resume"
 
 
 def open_campaign_store(path, cfg: CampaignConfig):
@@ -238,16 +245,10 @@ def open_campaign_store(path, cfg: CampaignConfig):
     stopped before its first sample): then it is replaced, since nothing can be lost.
     """
     path = Path(path)
-    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-        path.rmdir()  # an empty folder made by hand: the store is created in its place
-    if path.exists():
-        try:
-            group = zarr.open_group(str(path), mode="r+")
-        except Exception:
-            raise InverscopeError(f"{path}: exists but is not a Zarr store; choose another path") from None
-        if group.attrs.get("config_hash") == cfg.config_hash() or not _holds_no_samples(group):
-            _check_store_matches(group, cfg, path)
-            return group
+    verdict = check_campaign_store(path, cfg)
+    if verdict == "resume":
+        return zarr.open_group(str(path), mode="r+")
+    if path.exists():  # an empty folder, or a store without a finished sample
         shutil.rmtree(path)
     return _create_store(path, cfg)
 
