@@ -6,8 +6,8 @@ the disk as it found it: the case's tmp directory (also the working directory of
 shared assets are snapshotted before and after (every path with its kind, size and mtime, files
 also with a content hash) and must be identical. Directory mtimes are not compared: the write
 probe of :func:`inverscope.core.io.check_output_path` creates and removes a file, which leaves the
-entry list (compared exactly) unchanged. A hidden ``.NAME.lock`` beside an output (see
-:func:`inverscope.core.io.exclusive_lock`) is tolerated only where a case says so.
+entry list (compared exactly) unchanged. Not even a hidden ``.NAME.lock`` beside an output (see
+:func:`inverscope.core.io.exclusive_lock`) may remain: every check runs before a lock is taken.
 
 Cases run in-process (``inverscope.cli.main(argv)`` under ``capfd``, cheap); the ones marked
 ``SUB`` also run through a real ``python -m inverscope.cli`` subprocess to prove the console path.
@@ -199,7 +199,6 @@ class Case:
     argv: Callable[[Path, Path], list]         # (tmp, assets) -> arguments after `inverscope`
     needles: tuple = ()                       # substrings (or regexes) the error line must contain
     sub: bool = False                         # also run through a real subprocess
-    lock_ok: bool = False                     # a .NAME.lock beside the output may remain
     marks: tuple = field(default_factory=tuple)
 
 
@@ -207,8 +206,8 @@ SUB = True
 C: list[Case] = []
 
 
-def case(id, argv, *needles, sub=False, lock_ok=False, marks=()):
-    C.append(Case(id, argv, tuple(needles), sub, lock_ok, tuple(marks)))
+def case(id, argv, *needles, sub=False, marks=()):
+    C.append(Case(id, argv, tuple(needles), sub, tuple(marks)))
 
 
 def sim(tmp, data, *extra, out=None):
@@ -515,12 +514,8 @@ def snapshot(*roots: Path) -> dict:
     return snap
 
 
-def assert_disk_unchanged(before: dict, after: dict, argv: list, lock_ok: bool) -> None:
+def assert_disk_unchanged(before: dict, after: dict) -> None:
     added = sorted(set(after) - set(before))
-    if lock_ok and "--out" in argv:
-        out = Path(argv[argv.index("--out") + 1])
-        lock = str(out.absolute().parent / f".{out.name}.lock")
-        added = [p for p in added if p != lock]
     removed = sorted(set(before) - set(after))
     changed = sorted(p for p in set(before) & set(after) if before[p] != after[p])
     assert not (added or removed or changed), f"disk changed: added {added}, removed {removed}, changed {changed}"
@@ -605,7 +600,7 @@ def test_in_process(case: Case, tmp_path, assets, capfd, monkeypatch, caplog):
                                                                   ImportWarning, ResourceWarning))]
         assert not shown, f"warnings: {[str(w.message) for w in shown]}"
         assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
-        assert_disk_unchanged(before, snapshot(tmp, assets), argv, case.lock_ok)
+        assert_disk_unchanged(before, snapshot(tmp, assets))
     finally:
         _restore_permissions(tmp)
 
@@ -625,7 +620,7 @@ def test_console_subprocess(case: Case, tmp_path, assets):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=120)
     try:
         assert_one_error_line(r.returncode, r.stdout, r.stderr, case.needles)
-        assert_disk_unchanged(before, snapshot(tmp, assets), argv, case.lock_ok)
+        assert_disk_unchanged(before, snapshot(tmp, assets))
     finally:
         _restore_permissions(tmp)
 
@@ -656,18 +651,16 @@ def test_the_checks_fail_on_what_they_guard(tmp_path, assets, capfd):
     assert assert_one_error_line(2, "", "error: needs about 3 GiB of memory\n", ("memory", RESOURCE))
 
     (tmp_path / "keep.txt").write_text("1")
-    out_path = tmp_path / "out"
-    argv = ["x", "--out", str(out_path)]
     before = snapshot(tmp_path)
-    assert_disk_unchanged(before, snapshot(tmp_path), argv, lock_ok=False)
+    assert_disk_unchanged(before, snapshot(tmp_path))
     (tmp_path / ".out.lock").write_text("123")
     with pytest.raises(AssertionError, match="out.lock"):
-        assert_disk_unchanged(before, snapshot(tmp_path), argv, lock_ok=False)
-    assert_disk_unchanged(before, snapshot(tmp_path), argv, lock_ok=True)
+        assert_disk_unchanged(before, snapshot(tmp_path))
+    (tmp_path / ".out.lock").unlink()
     (tmp_path / ".out.partial-x").mkdir()
     with pytest.raises(AssertionError, match="partial"):
-        assert_disk_unchanged(before, snapshot(tmp_path), argv, lock_ok=True)
+        assert_disk_unchanged(before, snapshot(tmp_path))
     (tmp_path / ".out.partial-x").rmdir()
     (tmp_path / "keep.txt").write_text("2")                    # same size, new content
     with pytest.raises(AssertionError, match="keep.txt"):
-        assert_disk_unchanged(before, snapshot(tmp_path), argv, lock_ok=True)
+        assert_disk_unchanged(before, snapshot(tmp_path))
