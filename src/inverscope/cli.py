@@ -175,74 +175,31 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
         data_file: Optional[Path] = typer.Option(None, "--data", help="your own data file (spectroscopy studies)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
         no_resource_check: bool = NO_RESOURCE_CHECK) -> None:
-    """Run a study end to end (simulate or load, train, evaluate, report): OUT/report.html and OUT/metrics.json."""
+    """Run a study end to end (simulate or load, train, evaluate, report): OUT/report.html and OUT/metrics.json.
+
+    The recipe's `study` key picks the study (inverscope.studies.STUDIES); options a study
+    does not use are refused.
+    """
     from inverscope.core.config import validate
+    from inverscope.studies import DEFAULT_STUDY, RunOptions, study_module
 
     try:
         data = _read_mapping(recipe)
-        study = data.get("study", "lao_sto")
-        if study == "pfm_switching":
-            return _run_pfm(recipe, data, out, data_file, quiet)
-        if study in _SPECTRAL_STUDIES:
-            return _run_module_study(study, recipe, data, out, data_file, quiet, not no_resource_check)
-        if study != "lao_sto":
-            raise InverscopeError(f"{recipe}: study: got {study!r}; allowed: lao_sto, pfm_switching, "
-                                  + ", ".join(_SPECTRAL_STUDIES))
-        if data_file is not None:
-            raise InverscopeError("--data: the lao_sto study simulates its data; use `inverscope predict` for yours")
-        from inverscope.studies.lao_sto import LaoStoRecipe, run_study
-
-        cfg = validate(LaoStoRecipe, data, str(recipe))
-        if workers is not None:
-            cfg.dask.n_workers = workers
-        for section in (cfg.classification.train, cfg.regression.train):
-            if devices is not None:
-                section.devices = int(devices) if devices.isdigit() else devices
-            if num_nodes is not None:
-                section.num_nodes = num_nodes
-            if quiet:
-                section.progress_bar = False
-        metrics = run_study(cfg, out, progress=_StageProgress(quiet), scheduler=scheduler,
-                            check_resources=not no_resource_check,
-                            log=(lambda m: None) if quiet else (lambda m: console.print(f"[bold]>[/] {m}", soft_wrap=True)))
+        name = data.get("study", DEFAULT_STUDY)
+        try:
+            mod = study_module(name)
+        except InverscopeError as err:
+            raise InverscopeError(f"{recipe}: {err}") from None
+        cfg = validate(mod.Recipe, data, str(recipe))
+        options = RunOptions(data_file=None if data_file is None else str(data_file), scheduler=scheduler,
+                             workers=workers, devices=devices, num_nodes=num_nodes, quiet=quiet,
+                             check_resources=not no_resource_check)
+        options.refuse_unused(name, mod.OPTIONS)
+        metrics = mod.run_study(cfg, out, data_file=options.data_file, progress=_StageProgress(quiet), options=options,
+                                log=(lambda m: None) if quiet else (lambda m: console.print(f"[bold]>[/] {m}", soft_wrap=True)))
     except InverscopeError as err:
         _fail(err)
-    accs = ", ".join(f"{k} {100 * v['accuracy']:.1f} %" for k, v in metrics["classification"].items())
-    console.print(f"wrote {out}/report.html and {out}/metrics.json (accuracy: {accs}; "
-                  f"{metrics['timings_s']['total_s']:.0f} s)")
-
-
-def _run_pfm(recipe: Path, data: dict, out: Path, data_file: Optional[Path], quiet: bool) -> None:
-    from inverscope.core.config import validate
-    from inverscope.studies.pfm_switching import PFMRecipe, run_study
-
-    cfg = validate(PFMRecipe, data, str(recipe))
-    if quiet:
-        cfg.train.progress_bar = False
-    m = run_study(cfg, out, data_file=None if data_file is None else str(data_file),
-                  log=(lambda msg: None) if quiet else (lambda msg: console.print(f"[bold]>[/] {msg}", soft_wrap=True)))
-    console.print(f"wrote {out}/report.html and {out}/metrics.json (held-out MSE {m['model']['heldout_mse']:.5f}, "
-                  f"PCA-{m['pca_same_components']['n_components']} {m['pca_same_components']['heldout_mse']:.5f})",
-                  soft_wrap=True)
-
-
-#: studies whose module exposes ``Recipe``, ``run_study(recipe, out, data_file=, log=)`` and ``summary(metrics)``
-_SPECTRAL_STUDIES = ("ising_recognition", "recognition_imaging")
-
-
-def _run_module_study(study: str, recipe: Path, data: dict, out: Path, data_file: Optional[Path], quiet: bool,
-                      check_resources: bool = True) -> None:
-    import importlib
-    import inspect
-
-    from inverscope.core.config import validate
-
-    mod = importlib.import_module(f"inverscope.studies.{study}")
-    cfg = validate(mod.Recipe, data, str(recipe))
-    extra = {"check_resources": check_resources} if "check_resources" in inspect.signature(mod.run_study).parameters else {}
-    m = mod.run_study(cfg, out, data_file=None if data_file is None else str(data_file), **extra,
-                      log=(lambda msg: None) if quiet else (lambda msg: console.print(f"[bold]>[/] {msg}", soft_wrap=True)))
-    console.print(f"wrote {out}/report.html and {out}/metrics.json ({mod.summary(m)})", soft_wrap=True)
+    console.print(f"wrote {out}/report.html and {out}/metrics.json ({mod.summary(metrics)})", soft_wrap=True)
 
 
 @app.command()

@@ -109,17 +109,23 @@ def _fit_quality(recipe: Recipe, pred: np.ndarray, measured: np.ndarray, axis, x
             "outside": outside}
 
 
-def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print,
-              check_resources: bool = True) -> dict:
+#: RunOptions fields this study uses (see inverscope.studies)
+OPTIONS = frozenset({"data_file"})
+
+
+def run_study(recipe: Recipe, out_dir, *, data_file: str | None = None, log: Callable[[str], None] = print,
+              progress=None, options=None) -> dict:
     """Simulate (or resume) the loop set, train the recognizers, map the measured loops, report.
 
-    The recipe, the output directory and (with `check_resources`) the memory and disk of the
-    loop set are checked before anything is written.
+    The recipe, the output directory and (unless ``options.check_resources`` is false) the
+    memory and disk of the loop set are checked before anything is written.
     """
-    from inverscope.studies.ising_report import write_report
-
     from inverscope.core.io import check_output_path
     from inverscope.datasets.loopset import estimate_resources
+    from inverscope.studies import RunOptions
+    from inverscope.studies.ising_report import write_report
+
+    check_resources = (options or RunOptions()).check_resources
 
     t0 = time.perf_counter()
     _check(recipe)

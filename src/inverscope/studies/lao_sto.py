@@ -229,16 +229,51 @@ def _workers(recipe) -> int:
     return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) if n is None else n
 
 
-def run_study(recipe: LaoStoRecipe, out_dir, progress: Progress | None = None, log: Callable[[str], None] = print,
-              scheduler: str | None = None, check_resources: bool = True) -> dict:
+Recipe = LaoStoRecipe
+
+#: RunOptions fields this study uses (see inverscope.studies)
+OPTIONS = frozenset({"scheduler", "workers", "devices", "num_nodes"})
+
+
+def summary(metrics: dict) -> str:
+    """The headline figures: held-out accuracy per mode and the total wall time."""
+    accs = ", ".join(f"{k} {100 * v['accuracy']:.1f} %" for k, v in metrics["classification"].items())
+    return f"accuracy: {accs}; {metrics['timings_s']['total_s']:.0f} s"
+
+
+def _apply_options(recipe: LaoStoRecipe, options) -> LaoStoRecipe:
+    """The recipe with the command line's cluster, device and progress-bar settings."""
+    recipe = recipe.model_copy(deep=True)
+    if options.workers is not None:
+        recipe.dask.n_workers = options.workers
+    for section in (recipe.classification.train, recipe.regression.train):
+        if options.devices is not None:
+            section.devices = int(options.devices) if str(options.devices).isdigit() else options.devices
+        if options.num_nodes is not None:
+            section.num_nodes = options.num_nodes
+        if options.quiet:
+            section.progress_bar = False
+    return recipe
+
+
+def run_study(recipe: LaoStoRecipe, out_dir, *, data_file: str | None = None, log: Callable[[str], None] = print,
+              progress: Progress | None = None, options=None) -> dict:
     """Run campaign, training, evaluation and report; returns the metrics written to metrics.json.
 
-    The output directory is checked and locked before any work; with `check_resources`
-    the memory and disk the campaign and training need are estimated first.
+    The output directory is checked and locked before any work; unless
+    ``options.check_resources`` is false, the memory and disk the campaign and training need
+    are estimated first. ``options`` (:class:`inverscope.studies.RunOptions`) may set the Dask
+    scheduler or workers, the Lightning devices and nodes, and quiet progress.
     """
     from inverscope.core.io import check_output_path, exclusive_lock
     from inverscope.datasets.campaign import build_sample_simulation, check_campaign_store, connect_scheduler
+    from inverscope.studies import RunOptions
 
+    if data_file is not None:
+        raise InverscopeError("--data: the lao_sto study simulates its data; use `inverscope predict` for yours")
+    options = options or RunOptions()
+    recipe = _apply_options(recipe, options)
+    scheduler, check_resources = options.scheduler, options.check_resources
     out = Path(out_dir)
     check_output_path(out)
     cfg = recipe.campaign

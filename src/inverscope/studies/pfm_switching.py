@@ -91,11 +91,27 @@ def _train(arch: str, config: dict, train_x, test_x, out: Path, name: str, cfg: 
     return net, res, float(np.mean((rec - test_x) ** 2))
 
 
-def run_study(recipe: PFMRecipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print) -> dict:
+Recipe = PFMRecipe
+
+#: RunOptions fields this study uses (see inverscope.studies)
+OPTIONS = frozenset({"data_file"})
+
+
+def summary(m: dict) -> str:
+    """The headline figures: held-out MSE of the model beside PCA with as many components."""
+    pca = m["pca_same_components"]
+    return f"held-out MSE {m['model']['heldout_mse']:.5f}, PCA-{pca['n_components']} {pca['heldout_mse']:.5f}"
+
+
+def run_study(recipe: PFMRecipe, out_dir, *, data_file: str | None = None, log: Callable[[str], None] = print,
+              progress=None, options=None) -> dict:
+    """Train the autoencoder on the bundled or the user's loops, compare with PCA/NMF, report."""
     from inverscope.analysis.decomposition import active_latents, divisive_kmeans, nmf_baseline, pca_baseline
+    from inverscope.core.io import check_output_path
     from inverscope.studies.pfm_report import write_report
 
-    from inverscope.core.io import check_output_path
+    if options is not None and options.quiet:
+        recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"progress_bar": False})})
 
     out = Path(out_dir)
     check_output_path(out)

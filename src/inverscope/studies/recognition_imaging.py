@@ -309,23 +309,28 @@ def estimate_resources(recipe: Recipe) -> "Estimate":
     return est
 
 
-def run_study(recipe: Recipe, out_dir, data_file: str | None = None, log: Callable[[str], None] = print,
-              check_resources: bool = True) -> dict:
+#: RunOptions fields this study uses (see inverscope.studies)
+OPTIONS = frozenset({"data_file"})
+
+
+def run_study(recipe: Recipe, out_dir, *, data_file: str | None = None, log: Callable[[str], None] = print,
+              progress=None, options=None) -> dict:
     """Run both parts of the study; writes OUT/report.html and OUT/metrics.json and returns the metrics.
 
-    With `check_resources`, a synthetic scan too large for this machine's memory is refused first.
+    Unless ``options.check_resources`` is false, a synthetic scan too large for this machine's
+    memory is refused first.
 
     Raises
     ------
     InverscopeError
         Bad labels, data or end members, before anything is written.
     """
+    from inverscope.core.io import check_output_path
+    from inverscope.studies import RunOptions
     from inverscope.studies.recognition_imaging_report import write_report
 
-    from inverscope.core.io import check_output_path
-
     check_output_path(out_dir)
-    if check_resources:
+    if (options or RunOptions()).check_resources:
         estimate_resources(recipe).check()
     t0 = time.perf_counter()
     prep = _prepare(recipe, data_file)
