@@ -225,3 +225,56 @@ def test_cuda_matches_cpu():
     a = MultisliceSimulation(pot, Probe(200e3, 20.0), Scan([[1.0, 1.0]])).run().array
     b = MultisliceSimulation(pot, Probe(200e3, 20.0), Scan([[1.0, 1.0]]), device="cuda").run().array
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("tilt", [(10.0, 0.0), (-6.0, 8.0)])
+def test_tilted_vacuum_propagation_shifts_the_probe_by_z_tan_tilt(tilt):
+    """In vacuum a tilt only moves the wave: the intensity after depth z is the untilted one
+    shifted by z tan(t). Measured as the phase of the intensity's first Fourier coefficients
+    (exact for a circular shift of a periodic, band-limited image), and its total kept."""
+    grid = Grid((40.0, 40.0), (256, 256))
+    lam = wavelength_angstrom(200e3)
+    n, dz = 50, 10.0
+    ones = torch.ones((n, 256, 256), dtype=torch.complex128)
+
+    def propagate(t):
+        probe = Probe(200e3, 20.0).build(grid, [[20.0, 20.0]], dtype=torch.float64)
+        props = [fresnel_propagator(grid, dz, lam, dtype=torch.float64, tilt_mrad=t)] * n
+        (i,) = multislice(probe, ones, props, [n - 1], lambda f: torch.fft.ifft2(f).abs() ** 2)
+        return torch.fft.fft2(i[0]).numpy()
+
+    tilted, flat = propagate(tilt), propagate((0.0, 0.0))
+    shift = [-np.angle(tilted[1, 0] / flat[1, 0]) * 40.0 / (2 * np.pi),
+             -np.angle(tilted[0, 1] / flat[0, 1]) * 40.0 / (2 * np.pi)]
+    assert shift == pytest.approx(n * dz * np.tan(np.asarray(tilt) * 1e-3), abs=1e-6)
+    assert abs(tilted[1, 0]) == pytest.approx(abs(flat[1, 0]), rel=1e-9)  # moved, not reshaped
+    assert tilted[0, 0].real == pytest.approx(flat[0, 0].real, rel=1e-12)  # nor absorbed
+
+
+def test_opposite_tilts_give_mirrored_patterns():
+    """SrTiO3 [001] is mirror symmetric about x = 0 and y = 0: with the probe on a Sr column,
+    tilts (t, u) and (-t, u) give patterns mirrored in kx, and (t, u), (t, -u) mirrored in ky."""
+    atoms = sto(2, 39.05)
+    grid = Grid(tuple(np.diag(atoms.cell)[:2]), (128, 128))
+    pot = PotentialBuilder(atoms, grid, 1.9525)
+
+    def pattern(tilt):
+        sim = MultisliceSimulation(pot, Probe(200e3, 15.0), Scan(np.zeros((1, 2))), PixelatedDetector(max_angle_mrad=50),
+                                   tilt_mrad=tilt, dtype=torch.float64)
+        return sim.run().array[0, 0]
+
+    a, b, c = pattern((6.0, 2.0)), pattern((-6.0, 2.0)), pattern((6.0, -2.0))
+    assert a.shape[0] % 2 == 1  # odd: flipping maps k to -k about the central pixel
+    assert np.abs(a - b[::-1, :]).max() <= 1e-9 * a.max()
+    assert np.abs(a - c[:, ::-1]).max() <= 1e-9 * a.max()
+    assert np.abs(a - b).max() > 1e-3 * a.max()  # and the tilt matters
+
+
+def test_tilt_out_of_range_is_one_line():
+    from inverscope.core.errors import InverscopeError
+
+    atoms = sto(1, 3.905)
+    pot = PotentialBuilder(atoms, Grid(tuple(np.diag(atoms.cell)[:2]), (64, 64)), 1.9525)
+    for bad in [(float("nan"), 0.0), (0.0, 500.0), (1.0,), "x"]:
+        with pytest.raises(InverscopeError, match="tilt_mrad"):
+            MultisliceSimulation(pot, Probe(200e3, 15.0), Scan(np.zeros((1, 2))), tilt_mrad=bad)

@@ -57,6 +57,7 @@ class MicroscopeConfig(StrictModel):
     energy_ev: float = Field(200e3, gt=0)
     semiangle_mrad: float = Field(20.0, gt=0)
     defocus_angstrom: float = 0.0
+    tilt_mrad: tuple[float, float] = (0.0, 0.0)   # specimen tilt relative to the beam, x and y [mrad]
     sampling_angstrom: float = Field(0.065, gt=0)
     slices_per_cell: int = Field(2, ge=1)
     parametrization: str = "lobato"
@@ -109,8 +110,14 @@ class CampaignConfig(StrictModel):
         return sorted(set(self.thicknesses_cells or [self.structure.depth_cells]))
 
     def data_dict(self) -> dict:
-        """The parts of the config that determine the data (not how it is computed)."""
-        return self.model_dump(mode="json", exclude={"compute", "name"})
+        """The parts of the config that determine the data (not how it is computed).
+
+        An untilted specimen is left out, so stores written before tilts existed keep their hash.
+        """
+        data = self.model_dump(mode="json", exclude={"compute", "name"})
+        if not any(data["microscope"]["tilt_mrad"]):
+            del data["microscope"]["tilt_mrad"]
+        return data
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.data_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -143,7 +150,8 @@ def build_sample_simulation(cfg: CampaignConfig, index: int, device: str | None 
                                Scan(pos.reshape(-1, 2)), PixelatedDetector(sampling_mrad=m.detector_sampling_mrad,
                                                                            shape=m.detector_shape),
                                thicknesses_angstrom=[c * a for c in cfg.exit_cells()], phonons=phonons,
-                               device=str(resolve_device(device or cfg.compute.device)), batch_size=cfg.compute.batch_size)
+                               device=str(resolve_device(device or cfg.compute.device)), batch_size=cfg.compute.batch_size,
+                               tilt_mrad=m.tilt_mrad)
     return sim, labels
 
 

@@ -71,6 +71,7 @@ class ProbeConfig(StrictModel):
     soft_edge: bool = True
     defocus_angstrom: float = Field(0.0, description="defocus [Å] (= -C10)")
     aberrations: dict[str, float] = Field(default_factory=dict, description="polar C_nm [Å] and phi_nm [rad]")
+    tilt_mrad: tuple[float, float] = Field((0.0, 0.0), description="specimen tilt relative to the beam, x and y [mrad]")
 
 
 class ScanConfig(StrictModel):
@@ -190,7 +191,7 @@ def build_simulation(cfg: SimulateConfig, check_resources: bool = True) -> Multi
         ph.sigma_per_atom(atoms)
     device = resolve_device(cfg.compute.device)
     return MultisliceSimulation(pot, probe, scan, det, cfg.thicknesses_angstrom, ph, str(device),
-                                cfg.compute.memory_budget_mb, cfg.compute.batch_size)
+                                cfg.compute.memory_budget_mb, cfg.compute.batch_size, tilt_mrad=p.tilt_mrad)
 
 
 def build_scan(cfg: ScanConfig, extent) -> Scan:

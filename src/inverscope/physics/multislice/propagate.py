@@ -2,6 +2,11 @@
 
 One step is ``psi <- IFFT[ P(k) FFT[ t(r) psi(r) ] ]`` with the Fresnel propagator
 ``P(k) = exp(-i pi lambda dz k^2)`` multiplied by the 2/3 anti-aliasing aperture.
+
+A small specimen (or beam) tilt ``(tx, ty)`` [mrad] enters the propagator as the extra phase
+``exp(-2 pi i dz (kx tan tx + ky tan ty))``: between slices the wave moves laterally by
+``dz tan t``, so deeper slices are seen shifted, as in a tilted crystal (the convention of
+abTEM 1.0, against which it is tested).
 """
 
 from __future__ import annotations
@@ -17,11 +22,17 @@ from inverscope.physics.multislice.potentials import antialias_aperture, spatial
 
 
 def fresnel_propagator(grid: Grid, thickness_angstrom: float, wavelength_angstrom: float,
-                       device="cpu", dtype=torch.float32) -> torch.Tensor:
-    """Band-limited Fresnel propagator over `thickness_angstrom` [Å], (nx, ny) complex."""
+                       device="cpu", dtype=torch.float32, tilt_mrad: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """Band-limited Fresnel propagator over `thickness_angstrom` [Å], (nx, ny) complex.
+
+    `tilt_mrad` (x, y) [mrad] tilts the specimen relative to the beam (see the module notes).
+    """
     kx, ky = spatial_frequencies(grid)
     k2 = kx[:, None] ** 2 + ky[None] ** 2
     phase = -math.pi * thickness_angstrom * wavelength_angstrom * k2
+    tx, ty = (math.tan(float(t) * 1e-3) for t in tilt_mrad)
+    if tx or ty:
+        phase = phase - 2 * math.pi * thickness_angstrom * (kx[:, None] * tx + ky[None] * ty)
     p = np.exp(1j * phase) * antialias_aperture(grid)
     cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
     return torch.as_tensor(p, dtype=cdtype, device=device)

@@ -64,6 +64,21 @@ def _available_memory_bytes() -> int:
         return 2**62
 
 
+#: largest tilt accepted [mrad]: the propagator's small-tilt form is tested up to here
+MAX_TILT_MRAD = 100.0
+
+
+def check_tilt(tilt_mrad) -> tuple[float, float]:
+    """`tilt_mrad` as two finite floats [mrad] within +-MAX_TILT_MRAD, or a one-line error."""
+    try:
+        tx, ty = (float(t) for t in tilt_mrad)
+    except (TypeError, ValueError):
+        raise field_error("tilt_mrad", tilt_mrad, "must be two numbers (x, y) [mrad]") from None
+    if not all(np.isfinite([tx, ty])) or max(abs(tx), abs(ty)) > MAX_TILT_MRAD:
+        raise field_error("tilt_mrad", tilt_mrad, f"each component must be finite and within +-{MAX_TILT_MRAD:g} mrad")
+    return (tx, ty)
+
+
 def exit_slice_indices(edges: np.ndarray, thicknesses_angstrom: Sequence[float] | None) -> np.ndarray:
     """0-based slice after which each requested thickness [Å] is reached (nearest boundary)."""
     if thicknesses_angstrom is None:
@@ -101,13 +116,16 @@ class MultisliceSimulation:
         Bound on the working set of one batch of probes [MiB].
     batch_size : int, optional
         Probes per batch; overrides the memory budget.
+    tilt_mrad : (float, float)
+        Specimen tilt relative to the beam, x and y [mrad] (in the Fresnel propagator).
     """
 
     def __init__(self, potential: PotentialBuilder, probe: Probe, scan: Scan, detector: PixelatedDetector | None = None,
                  thicknesses_angstrom=None, phonons: FrozenPhonons | Sequence[np.ndarray] | None = None,
                  device: str = "cpu", memory_budget_mb: float = 512.0, batch_size: int | None = None,
-                 dtype=torch.float32):
+                 dtype=torch.float32, tilt_mrad: tuple[float, float] = (0.0, 0.0)):
         self.potential, self.probe, self.scan = potential, probe, scan
+        self.tilt_mrad = check_tilt(tilt_mrad)
         self.detector = detector or PixelatedDetector()
         self.device, self.dtype = torch.device(device), dtype
         scan.validate(potential.grid.extent)
@@ -162,7 +180,7 @@ class MultisliceSimulation:
         for d in dz:
             key = round(float(d), 12)
             if key not in cache:
-                cache[key] = fresnel_propagator(grid, float(d), lam, self.device, self.dtype)
+                cache[key] = fresnel_propagator(grid, float(d), lam, self.device, self.dtype, self.tilt_mrad)
             self._propagators.append(cache[key])
         self._probe_k = self.probe.fourier_array(grid, self.device, self.dtype)
         per_config_mb = self.potential.num_slices * math.prod(grid.gpts) * 8 / 2**20
@@ -222,6 +240,7 @@ class MultisliceSimulation:
         return {
             "energy_ev": self.probe.energy_ev, "semiangle_mrad": self.probe.semiangle_mrad,
             "defocus_angstrom": self.probe.defocus_angstrom, "aberrations": dict(self.probe.aberrations),
+            "tilt_mrad": list(self.tilt_mrad),
             "gpts": list(g.gpts), "extent_angstrom": list(g.extent), "sampling_angstrom": list(g.sampling),
             "num_slices": self.potential.num_slices, "slice_thickness_angstrom": float(np.diff(self.potential.edges)[0]),
             "parametrization": self.potential.parametrization, "structure_factor": self.potential.structure_factor,
@@ -233,7 +252,8 @@ class MultisliceSimulation:
 
 def cbed_patterns(potential: PotentialBuilder, probe: Probe, positions_angstrom, detector: PixelatedDetector | None = None,
                   atom_positions: torch.Tensor | None = None, aberrations: dict | None = None,
-                  thicknesses_angstrom=None, device="cpu", dtype=torch.float64) -> torch.Tensor:
+                  thicknesses_angstrom=None, device="cpu", dtype=torch.float64,
+                  tilt_mrad: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Differentiable CBED patterns (B, n_thick, nkx, nky) for one atom configuration.
 
     `atom_positions` (N, 3) [Å] and the values of `aberrations` (e.g. ``{"C10": tensor}``)
@@ -244,7 +264,7 @@ def cbed_patterns(potential: PotentialBuilder, probe: Probe, positions_angstrom,
     exits = exit_slice_indices(potential.edges, thicknesses_angstrom)
     aa = torch.as_tensor(antialias_aperture(grid), dtype=dtype, device=device)
     t = potential.transmission_functions(probe.energy_ev, positions=atom_positions, device=device, dtype=dtype, antialias=aa)
-    props = [fresnel_propagator(grid, float(d), lam, device, dtype) for d in np.diff(potential.edges)]
+    props = [fresnel_propagator(grid, float(d), lam, device, dtype, check_tilt(tilt_mrad)) for d in np.diff(potential.edges)]
     fourier = probe.fourier_array(grid, device, dtype, overrides=aberrations)
     waves = probe.build(grid, positions_angstrom, device, dtype, fourier=fourier)
     return torch.stack(multislice(waves, t, props, exits, plan), dim=1)
