@@ -8,8 +8,6 @@ and ``stacks`` is True.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import dask.array as da
 import numpy as np
 
 from inverscope.core.errors import InverscopeError
+from inverscope.datasets.io import _rsciio
 
 
 @dataclass
@@ -96,51 +95,33 @@ def _open_cbed(group, path: Path, thickness_index: int) -> FourD:
                  f"{path} (inverscope store, thickness index {thickness_index})")
 
 
-def _plugins_for(path: Path) -> list[dict]:
-    from rsciio import IO_PLUGINS
+def _open_zarr(path: Path, thickness_index: int) -> FourD:
+    import zarr
 
-    ext = path.suffix.lstrip(".").lower()
-    return [p for p in IO_PLUGINS if ext and ext in (e.lower() for e in p["file_extensions"])]
+    from inverscope.datasets.campaign import SCHEMA
 
-
-def _axes_sampling(axes: list[dict]) -> tuple[float, float] | None:
-    if len(axes) < 2:
-        return None
-    out = []
-    for ax in axes[-2:]:
-        unit = str(ax.get("units") or "").strip().lower()
-        scale = {"mrad": 1.0, "rad": 1e3, "µrad": 1e-3, "urad": 1e-3}.get(unit)
-        if scale is None:
-            return None
-        out.append(float(ax.get("scale", 1.0)) * scale)
-    return out[0], out[1]
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        schema = group.attrs.get("schema")
+        keys = set(group.array_keys())
+    except Exception:
+        raise InverscopeError(f"{path}: a directory that is not a readable Zarr store (truncated or of another kind)") from None
+    if schema == SCHEMA:
+        return _open_campaign(group, path)
+    if "cbed" in keys:
+        return _open_cbed(group, path, int(thickness_index))
+    raise InverscopeError(f"{path}: Zarr store with neither a 'cbed' array nor the campaign schema {SCHEMA!r}")
 
 
-def _open_rsciio(path: Path, plugins: list[dict]) -> FourD:
-    problems, shapes = [], []
-    for plugin in plugins:
-        try:
-            api = importlib.import_module(plugin["api"])
-        except ImportError as err:
-            problems.append(f"{plugin['name']} needs {err.name or 'an optional package'}")
-            continue
-        lazy = {"lazy": True} if "lazy" in inspect.signature(api.file_reader).parameters else {}
-        try:
-            signals = api.file_reader(str(path), **lazy)
-        except Exception as err:  # readers raise many types on foreign or truncated files
-            problems.append(f"{plugin['name']}: {type(err).__name__}")
-            continue
-        datas = [s for s in signals if getattr(s.get("data"), "ndim", 0) in (3, 4)]
-        shapes += [tuple(getattr(s.get("data"), "shape", ())) for s in signals]
-        pick = next((s for s in datas if s["data"].ndim == 4), datas[0] if datas else None)
-        if pick is None:
-            continue
-        data = da.asarray(pick["data"])
-        data = data[None] if data.ndim == 3 else data
-        return FourD(data, _axes_sampling(pick.get("axes") or []), f"{path} (RosettaSciIO {plugin['name']})")
-    if shapes:
-        raise InverscopeError(f"{path}: no 3D or 4D dataset in the file (found shapes {shapes[:4]})")
-    raise InverscopeError(f"{path}: could not read the file ({'; '.join(problems)}); is it truncated or of another format?")
+def _check_file(path: Path) -> None:
+    """Fail in one line on a file that cannot be opened at all: unreadable or empty."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(1)
+    except OSError as err:
+        raise InverscopeError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
+    if not head:
+        raise InverscopeError(f"{path}: the file is empty (0 bytes)")
 
 
 def open_4dstem(path, thickness_index: int = -1) -> FourD:
@@ -150,42 +131,44 @@ def open_4dstem(path, thickness_index: int = -1) -> FourD:
     ----------
     path : str or Path
         An inverscope store (directory with a ``cbed`` array), a campaign store (schema
-        ``inverscope.campaign/1``), or a file RosettaSciIO reads (the reader is chosen by
-        the extension: ``.hspy``, ``.zspy``, ``.emd``, ``.dm4``, ``.mib``, ``.npy``, ...).
+        ``inverscope.campaign/1``), or a file RosettaSciIO reads: the reader is chosen by the
+        extension (``.hspy``, ``.blo``, ``.emd``, ``.mib``, ``.npy``, ``.dm4``, ...) and, for HDF5
+        files, by the layout inside (HyperSpy, EMD/py4DSTEM, Dectris Arina master, USID, NeXus).
+        The last pattern is read at once, so a truncated file fails here. Arina files cannot be
+        read lazily and are read into memory.
     thickness_index : int
         Which exit thickness of an inverscope store to use (default: the last).
 
     Returns
     -------
     FourD
-    """
-    from inverscope.datasets.campaign import SCHEMA
 
+    Raises
+    ------
+    InverscopeError
+        One line naming the path and what is wrong: missing, empty, a directory where a file is
+        expected, an unknown extension (with the formats that open), a missing optional package
+        (``reading FORMAT files needs the Python package X (pip install X)``), or a file that is
+        truncated or of another format.
+    """
     path = Path(path)
     if not path.exists():
         raise InverscopeError(f"{path}: no such file or directory")
-    plugins = _plugins_for(path)
-    if path.is_dir() and not plugins:
-        import zarr
-
-        try:
-            group = zarr.open_group(str(path), mode="r")
-            schema = group.attrs.get("schema")
-            keys = set(group.array_keys())
-        except Exception:
-            raise InverscopeError(f"{path}: a directory that is not a readable Zarr store (truncated or of another kind)") from None
-        if schema == SCHEMA:
-            return _open_campaign(group, path)
-        if "cbed" in keys:
-            return _open_cbed(group, path, int(thickness_index))
-        raise InverscopeError(f"{path}: Zarr store with neither a 'cbed' array nor the campaign schema {SCHEMA!r}")
+    if path.is_dir():
+        plugins, claimed = _rsciio.candidates(path)
+        if not plugins:
+            return _open_zarr(path, thickness_index)
+        if not any(p["name"] == "ZSPY" for p in plugins):
+            raise InverscopeError(f"{path}: is a directory, not a {_rsciio.format_name(plugins[0])} file")
+    else:
+        _check_file(path)
+        plugins, claimed = _rsciio.candidates(path)
     if not plugins:
-        from rsciio import IO_PLUGINS
-
-        some = sorted({p["file_extensions"][0].lower() for p in IO_PLUGINS})[:12]
-        raise InverscopeError(f"{path}: unknown file extension {path.suffix or '(none)'!r}; supported include an "
-                              f"inverscope .zarr store and {', '.join('.' + e for e in some)}, ...")
-    return _open_rsciio(path, plugins)
+        raise InverscopeError(f"{path}: unknown file extension {path.suffix or '(none)'!r}; 4D-STEM data opens from "
+                              f"an inverscope Zarr store or a {_rsciio.FOURD_FORMATS} file "
+                              "(or another format RosettaSciIO reads)")
+    data, sampling, source = _rsciio.open_with_rsciio(path, plugins, claimed)
+    return FourD(data, sampling, source)
 
 
 __all__ = ["FourD", "open_4dstem"]
