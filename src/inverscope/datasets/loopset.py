@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 import inverscope
 from inverscope.core.config import StrictModel
+from inverscope.core.resources import Estimate
 from inverscope.core.errors import InverscopeError
 from inverscope.physics.ising import PARAMETERS, IsingConfig, simulate_loops
 
@@ -115,13 +116,11 @@ def _open(path: Path, cfg: LoopSetConfig):
     return g
 
 
-def estimate_resources(cfg: LoopSetConfig, threads: int | None = None) -> "Estimate":
+def estimate_resources(cfg: LoopSetConfig, threads: int | None = None) -> Estimate:
     """Memory and disk [bytes] of a loop set from its config: the loops in memory (float32 up and
     down branches, float64 parameters), the lattices being simulated and the stored copy."""
     import math
     import os
-
-    from inverscope.core.resources import Estimate
 
     n, steps = float(cfg.num_loops), float(cfg.ising.field_steps)
     sites = float(math.prod(float(x) for x in cfg.ising.lattice))

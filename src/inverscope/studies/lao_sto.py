@@ -20,7 +20,6 @@ from pydantic import Field
 
 from inverscope.core.config import StrictModel, load_yaml
 from inverscope.core.errors import InverscopeError
-from inverscope.core.io import write_json_atomic
 from inverscope.core.seeding import torch_generator
 from inverscope.datasets.augment import AugmentConfig, Augmenter
 from inverscope.datasets.campaign import (CampaignConfig, estimate_resources, open_campaign, open_campaign_store,

@@ -29,6 +29,7 @@ from inverscope.analysis.recognition import Box, LabelSpec, RecognitionImager, l
 from inverscope.core.config import StrictModel
 from inverscope.core.errors import ConfigError, InverscopeError
 from inverscope.core.io import write_json_atomic
+from inverscope.core.resources import Estimate
 
 
 def _boxes(spec: dict) -> LabelSpec:
@@ -297,9 +298,8 @@ def _pzt(recipe: Recipe, data, lab: _Labeled, timings: dict, log) -> tuple[dict,
 _SYNTHETIC_CUBE_COPIES = 16
 
 
-def estimate_resources(recipe: Recipe) -> "Estimate":
+def estimate_resources(recipe: Recipe) -> Estimate:
     """Memory [bytes] of the synthetic part from the recipe alone (the measured loops are bounded by their file)."""
-    from inverscope.core.resources import Estimate
 
     est = Estimate("recognition_imaging")
     if recipe.synthetic.enabled:

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from inverscope.core.config import StrictModel
 from inverscope.core.device import machine_info, resolve_device
-from inverscope.core.errors import ConfigError, StructureError
+from inverscope.core.errors import StructureError
 from inverscope.core.grid import Grid
 from inverscope.core.io import check_output_path, staged_output, write_json_atomic
 from inverscope.core.resources import Estimate, multislice_memory
