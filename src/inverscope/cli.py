@@ -211,23 +211,32 @@ def campaign(config: Path = typer.Argument(..., help="campaign YAML, or a study 
              no_resource_check: bool = NO_RESOURCE_CHECK) -> None:
     """Simulate a campaign into a resumable Zarr store (interrupt and rerun to resume).
 
-    A rerun verifies every sample already stored and simulates damaged or missing ones again.
+    The config's `kind` picks the job (a LAO/STO campaign by default, or `pacbed_library`).
+    A rerun verifies every item already stored and simulates damaged or missing ones again.
     """
     from inverscope.core.config import validate
-    from inverscope.datasets.campaign import CampaignConfig, run_campaign
+    from inverscope.datasets.jobs import DEFAULT_KIND, job_classes
+    from inverscope.datasets.jobstore import run_store_job
 
     try:
         data = _read_mapping(config)
-        cfg = validate(CampaignConfig, data.get("campaign", data), str(config))
+        section = data.get("campaign", data)
+        if not isinstance(section, dict):
+            raise InverscopeError(f"{config}: campaign: expected a mapping of keys to values")
+        try:
+            config_cls, job_cls = job_classes(section.get("kind", DEFAULT_KIND))
+        except InverscopeError as err:
+            raise InverscopeError(f"{config}: {err}") from None
+        job = job_cls(validate(config_cls, section, str(config)))
         with _LazyProgress("simulate", quiet) as progress:
-            stats = run_campaign(cfg, out, scheduler=scheduler, n_workers=workers, progress=progress,
-                                 check_resources=not no_resource_check,
-                                 log=None if quiet else (lambda m: console.print(f"[bold]>[/] {m}", soft_wrap=True)))
+            stats = run_store_job(job, out, scheduler=scheduler, n_workers=workers, progress=progress,
+                                  check_resources=not no_resource_check,
+                                  log=None if quiet else (lambda m: console.print(f"[bold]>[/] {m}", soft_wrap=True)))
     except InverscopeError as err:
         _fail(err)
     repaired = f", {len(stats['repaired'])} of them damaged and simulated again" if stats["repaired"] else ""
-    console.print(f"wrote {out}: {stats['simulated']} samples simulated{repaired}, {stats['skipped']} already there "
-                  f"and verified ({stats['wall_s']:.1f} s)", soft_wrap=True)
+    console.print(f"wrote {out}: {stats['simulated']} {job.item}s simulated{repaired}, {stats['skipped']} already "
+                  f"there and verified ({stats['wall_s']:.1f} s)", soft_wrap=True)
 
 
 @app.command()

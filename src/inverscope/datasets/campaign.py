@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 import zarr
@@ -89,6 +89,7 @@ class ComputeConfig(StrictModel):
 class CampaignConfig(StrictModel):
     """Everything that defines a campaign's data (the compute section does not)."""
 
+    kind: Literal["lao_sto"] = "lao_sto"
     name: str = "campaign"
     seed: int = 0
     num_samples: int = Field(ge=1)
@@ -114,7 +115,7 @@ class CampaignConfig(StrictModel):
 
         An untilted specimen is left out, so stores written before tilts existed keep their hash.
         """
-        data = self.model_dump(mode="json", exclude={"compute", "name"})
+        data = self.model_dump(mode="json", exclude={"compute", "name", "kind"})
         if not any(data["microscope"]["tilt_mrad"]):
             del data["microscope"]["tilt_mrad"]
         return data
@@ -199,6 +200,7 @@ class CampaignJob(StoreJob):
 
     schema, what, item = SCHEMA, "campaign store", "sample"
     labels = {"class_index": ("int16", -1), "step_cells": ("int16", -1), "intermix_fraction": ("float32", np.nan)}
+    verify_label = "class_index"
     config_type = CampaignConfig
 
     def num_items(self) -> int:
@@ -286,8 +288,7 @@ def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_work
     """
     if phonon_configs is not None:
         cfg = cfg.model_copy(update={"microscope": cfg.microscope.model_copy(update={"phonon_configs": phonon_configs})})
-    return run_store_job(CampaignJob(cfg), path, scheduler, n_workers, indices, progress, check_resources, log,
-                         verify_label="class_index")
+    return run_store_job(CampaignJob(cfg), path, scheduler, n_workers, indices, progress, check_resources, log)
 
 
 def open_campaign(path) -> "zarr.Group":

@@ -52,6 +52,7 @@ class StoreJob:
     what = "store"
     item = "item"
     labels: dict[str, tuple[str, object]] = {}  # label array name -> (dtype, fill value)
+    verify_label: str | None = None             # an integer label that must be >= 0 in a finished item
     config_type: type | None = None             # the pydantic config, to rebuild the job on a worker
 
     def __init__(self, cfg):
@@ -251,8 +252,7 @@ def connect_scheduler(address: str):
 # --------------------------------------------------------------------------- running
 def run_store_job(job: StoreJob, path, scheduler: str | None = None, n_workers: int = 0,
                   indices: Iterable[int] | None = None, progress: Callable[[int, int], None] | None = None,
-                  check_resources: bool = True, log: Callable[[str], None] | None = None,
-                  verify_label: str | None = None) -> dict:
+                  check_resources: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Simulate `job`'s pending items into the store at `path` (see the module notes).
 
     Parameters
@@ -282,7 +282,7 @@ def run_store_job(job: StoreJob, path, scheduler: str | None = None, n_workers: 
     client = connect_scheduler(scheduler) if scheduler else None
     try:
         with exclusive_lock(path, job.what):
-            return _run_locked(job, path, client, n_workers, indices, progress, log, verify_label)
+            return _run_locked(job, path, client, n_workers, indices, progress, log)
     except OSError as err:  # a full or failing disk: name the store (finished items stay and are resumed)
         if not err.filename:
             err.filename = str(path)
@@ -292,12 +292,12 @@ def run_store_job(job: StoreJob, path, scheduler: str | None = None, n_workers: 
             client.close()
 
 
-def _run_locked(job, path, client, n_workers, indices, progress, log, verify_label) -> dict:
+def _run_locked(job, path, client, n_workers, indices, progress, log) -> dict:
     group = open_store(path, job)
     for f in path.rglob("*.partial"):  # zarr's temporary chunk files of a killed write
         f.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    damaged = verify_items(group, indices, label=verify_label)
+    damaged = verify_items(group, indices, label=job.verify_label)
     verify_s = time.perf_counter() - t0
     if damaged:
         group.attrs["complete"] = False

@@ -60,6 +60,36 @@ def unit_cell_positions(cell_angstrom: Sequence[float], positions_per_cell: int 
                      (int(n[0]), int(n[1])), endpoint=False)
 
 
+def pacbed_simulation(potential: PotentialBuilder, probe: Probe, cell_angstrom: Sequence[float], *,
+                      positions_per_cell: int | tuple[int, int] = 8, detector: PixelatedDetector | None = None,
+                      thicknesses_angstrom: Sequence[float] | str = "all", phonons: FrozenPhonons | None = None,
+                      tilt_mrad: tuple[float, float] = (0.0, 0.0), device: str = "cpu", memory_budget_mb: float = 512.0,
+                      dtype=torch.float32) -> MultisliceSimulation:
+    """The multislice simulation of a PACBED (checks everything, simulates nothing); see :func:`pacbed`."""
+    scan = unit_cell_positions(cell_angstrom, positions_per_cell)
+    exits = potential.edges[1:] if isinstance(thicknesses_angstrom, str) and thicknesses_angstrom == "all" \
+        else thicknesses_angstrom
+    if isinstance(exits, str):
+        raise field_error("thicknesses_angstrom", exits, "a list of thicknesses [Å] or 'all'")
+    return MultisliceSimulation(potential, probe, scan, detector, thicknesses_angstrom=exits, phonons=phonons,
+                                device=device, memory_budget_mb=memory_budget_mb, dtype=dtype, tilt_mrad=tilt_mrad)
+
+
+def average_over_positions(sim: MultisliceSimulation, progress: Callable[[int, int], None] | None = None,
+                           cell_angstrom: Sequence[float] | None = None) -> PACBEDResult:
+    """Run `sim` batch by batch and return the mean pattern over its probe positions."""
+    t0 = time.perf_counter()
+    n = len(sim.scan)
+    total = np.zeros(sim.output_shape[len(sim.scan.shape):], np.float64)
+    for _, stop, batch in sim.iter_batches():
+        total += batch.sum(axis=0, dtype=np.float64)
+        if progress is not None:
+            progress(stop, n)
+    meta = {**sim.metadata(time.perf_counter() - t0), "positions_per_cell": list(sim.scan.shape), "num_positions": n,
+            "cell_angstrom": None if cell_angstrom is None else list(cell_angstrom[:2])}
+    return PACBEDResult((total / n).astype(np.float32), sim.thicknesses_angstrom, sim.plan.sampling_mrad, meta)
+
+
 def pacbed(potential: PotentialBuilder, probe: Probe, cell_angstrom: Sequence[float], *,
            positions_per_cell: int | tuple[int, int] = 8, detector: PixelatedDetector | None = None,
            thicknesses_angstrom: Sequence[float] | str = "all", phonons: FrozenPhonons | None = None,
@@ -95,23 +125,10 @@ def pacbed(potential: PotentialBuilder, probe: Probe, cell_angstrom: Sequence[fl
     -------
     PACBEDResult
     """
-    scan = unit_cell_positions(cell_angstrom, positions_per_cell)
-    exits = potential.edges[1:] if isinstance(thicknesses_angstrom, str) and thicknesses_angstrom == "all" \
-        else thicknesses_angstrom
-    if isinstance(exits, str):
-        raise field_error("thicknesses_angstrom", exits, "a list of thicknesses [Å] or 'all'")
-    sim = MultisliceSimulation(potential, probe, scan, detector, thicknesses_angstrom=exits, phonons=phonons,
-                               device=device, memory_budget_mb=memory_budget_mb, dtype=dtype, tilt_mrad=tilt_mrad)
-    t0 = time.perf_counter()
-    total = np.zeros(sim.output_shape[len(scan.shape):], np.float64)
-    for start, stop, batch in sim.iter_batches():
-        total += batch.sum(axis=0, dtype=np.float64)
-        if progress is not None:
-            progress(stop, len(scan))
-    wall = time.perf_counter() - t0
-    meta = {**sim.metadata(wall), "positions_per_cell": list(scan.shape), "cell_angstrom": list(cell_angstrom[:2]),
-            "num_positions": len(scan)}
-    return PACBEDResult((total / len(scan)).astype(np.float32), sim.thicknesses_angstrom, sim.plan.sampling_mrad, meta)
+    sim = pacbed_simulation(potential, probe, cell_angstrom, positions_per_cell=positions_per_cell, detector=detector,
+                            thicknesses_angstrom=thicknesses_angstrom, phonons=phonons, tilt_mrad=tilt_mrad,
+                            device=device, memory_budget_mb=memory_budget_mb, dtype=dtype)
+    return average_over_positions(sim, progress, cell_angstrom)
 
 
-__all__ = ["PACBEDResult", "pacbed", "unit_cell_positions"]
+__all__ = ["PACBEDResult", "pacbed", "pacbed_simulation", "average_over_positions", "unit_cell_positions"]
