@@ -3,13 +3,15 @@
 from inverscope.models.nets.bilstm_ae import BiLSTMAutoencoder, BiLSTMAutoencoderConfig
 from inverscope.models.nets.cnn3d import StackCNN3D, StackCNN3DConfig
 from inverscope.models.nets.conv_ae import SparseConvAE, SparseConvAEConfig
+from inverscope.models.nets.pattern_cnn import PatternCNN, PatternCNNConfig
 from inverscope.models.nets.shallow import LoopCNN1D, LoopCNN1DConfig, ShallowMLP, ShallowMLPConfig
 
 NETS = {"stack_cnn3d": (StackCNN3D, StackCNN3DConfig),
         "bilstm_ae": (BiLSTMAutoencoder, BiLSTMAutoencoderConfig),
         "sparse_conv_ae": (SparseConvAE, SparseConvAEConfig),
         "shallow_mlp": (ShallowMLP, ShallowMLPConfig),
-        "loop_cnn1d": (LoopCNN1D, LoopCNN1DConfig)}
+        "loop_cnn1d": (LoopCNN1D, LoopCNN1DConfig),
+        "pattern_cnn": (PatternCNN, PatternCNNConfig)}
 
 
 def build_net(name: str, config: dict):
@@ -25,4 +27,5 @@ def build_net(name: str, config: dict):
 
 __all__ = ["NETS", "StackCNN3D", "StackCNN3DConfig", "BiLSTMAutoencoder", "BiLSTMAutoencoderConfig",
            "SparseConvAE", "SparseConvAEConfig",
-           "ShallowMLP", "ShallowMLPConfig", "LoopCNN1D", "LoopCNN1DConfig", "build_net"]
+           "ShallowMLP", "ShallowMLPConfig", "LoopCNN1D", "LoopCNN1DConfig", "PatternCNN", "PatternCNNConfig",
+           "build_net"]
