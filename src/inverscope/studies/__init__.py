@@ -25,6 +25,7 @@ STUDIES = {
     "pfm_switching": "inverscope.studies.pfm_switching",
     "ising_recognition": "inverscope.studies.ising_recognition",
     "recognition_imaging": "inverscope.studies.recognition_imaging",
+    "pacbed": "inverscope.studies.pacbed",
 }
 DEFAULT_STUDY = "lao_sto"
 
