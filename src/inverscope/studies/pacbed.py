@@ -208,6 +208,9 @@ def _evaluate(recipe, net, mean, std, lib, held, out_mrad, log) -> dict:
     matcher = TemplateMatcher(templates, lib["tilts"], lib["thicknesses"], ev.template_rotations_deg)
     t_nm = held["thicknesses"] / 10
     z_ok = np.flatnonzero((t_nm >= ev.thickness_range_nm[0]) & (t_nm <= ev.thickness_range_nm[1]))
+    # untilted library patterns across the thickness range tell the [100] from the [110] mirrors and
+    # the disc edge from a strong inner fringe (registration's reference)
+    reference = templates[0, np.unique(np.linspace(z_ok[0], z_ok[-1], 4).round().astype(int))]
     rows, registered, frames, masks = [], [], [], []
     log(f"evaluating on {ev.n_heldout} held-out patterns as raw camera frames")
     t_reg = 0.0
@@ -217,11 +220,13 @@ def _evaluate(recipe, net, mean, std, lib, held, out_mrad, log) -> dict:
         frame, truth = degrade(np.ascontiguousarray(OPS_4MM[op](held["patterns"][ti, zi])), camera, rng,
                                sampling_mrad=held["sampling"])
         t = time.perf_counter()
-        reg = register_pacbed(frame, recipe.library.semiangle_mrad, crop_alpha=recipe.grid.crop_alpha, out_shape=(n, n))
+        reg = register_pacbed(frame, recipe.library.semiangle_mrad, crop_alpha=recipe.grid.crop_alpha, out_shape=(n, n),
+                              reference=reference)
         t_reg += time.perf_counter() - t
         match = matcher.match(reg.pattern, ~(reg.saturated | reg.outside))
         rows.append({"tilt_index": ti, "thickness_nm": float(t_nm[zi]), "tilt_mrad": fold_tilt(held["tilts"][ti]).tolist(),
                      "centre_error_px": float(np.hypot(*np.subtract(reg.centre_px, truth["centre_px"]))),
+                     "rotation_error_deg": float(abs((reg.rotation_deg - truth["rotation_deg"] + 45) % 90 - 45)),
                      "scale_error": float(reg.mrad_per_px / truth["mrad_per_px"] - 1),
                      "template_thickness_nm": match.thickness_angstrom / 10,
                      "template_tilt_mrad": list(fold_tilt(np.asarray(match.tilt_mrad))),
@@ -261,6 +266,7 @@ def _heldout_metrics(rows: list[dict], reg_s: float, net_s: float) -> dict:
             "registration": {"centre_error_px_median": float(np.median(centre)), "centre_error_px_max": float(centre.max()),
                              "scale_error_percent_median": float(100 * np.median(scale)),
                              "scale_error_percent_max": float(100 * scale.max()),
+                             "rotation_error_deg_median": float(np.median([r["rotation_error_deg"] for r in rows])),
                              "warnings": int(sum(bool(r["warnings"]) for r in rows))},
             "seconds_per_pattern": {"registration": reg_s, "network": net_s, "total": reg_s + net_s}}
 
