@@ -241,25 +241,53 @@ def campaign(config: Path = typer.Argument(..., help="campaign YAML, or a study 
 
 @app.command()
 def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with NAME.json beside it)"),
-            data: Path = typer.Argument(..., help="4D-STEM data: a cbed.zarr, a campaign store, or any file rosettasciio reads"),
+            data: list[Path] = typer.Argument(..., help="stack models: one 4D-STEM dataset (a cbed.zarr, a campaign "
+                                              "store, or any file rosettasciio reads); PACBED models: image files "
+                                              "(png, jpg, tif, npy; one pattern each) and/or 4D-STEM files"),
             out: Path = typer.Option(..., "--out", "-o", help="new output directory"),
-            axis: int = typer.Option(1, "--axis", help="scan axis the probe-position stacks run along"),
-            stride: int = typer.Option(1, "--stride", min=1, help="step between windows [scan positions]"),
-            chunk_rows: int = typer.Option(8, "--chunk-rows", min=1, help="scan rows read at a time (bounds memory)"),
-            bin_factor: int = typer.Option(1, "--bin", min=1, help="bin detector pixels by this factor first"),
-            thickness_index: int = typer.Option(-1, "--thickness-index", help="thickness of a simulated store"),
-            mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="stochastic passes for regression uncertainty"),
-            device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ...")) -> None:
-    """Apply a trained model to a 4D-STEM dataset in chunks: descriptor maps with per-position confidence."""
-    from inverscope.analysis.maps import predict_to_dir
+            semiangle_mrad: Optional[float] = typer.Option(None, "--semiangle-mrad",
+                                                           help="PACBED: the data's convergence semiangle in mrad; "
+                                                           "refused unless it is the model's"),
+            energy_kev: Optional[float] = typer.Option(None, "--energy-kev", help="PACBED: the data's voltage in kV; "
+                                                       "refused unless it is the model's"),
+            mrad_per_px: Optional[float] = typer.Option(None, "--mrad-per-px", help="PACBED: camera calibration "
+                                                        "in mrad/px (default: from the disc radius)"),
+            window: Optional[int] = typer.Option(None, "--window", min=1, help="PACBED, 4D-STEM files: scan positions "
+                                                 "per side averaged into one PACBED; windows tile the scan (default 8)"),
+            library: Optional[Path] = typer.Option(None, "--library", help="PACBED: the study's library.zarr, to show "
+                                                   "the simulated pattern at each prediction"),
+            disc_radius_px: Optional[tuple[float, float]] = typer.Option(None, "--disc-radius-px",
+                                                                         help="PACBED: allowed disc radius MIN MAX in px"),
+            axis: Optional[int] = typer.Option(None, "--axis", help="stack models: scan axis the probe-position stacks "
+                                               "run along (default 1)"),
+            stride: Optional[int] = typer.Option(None, "--stride", min=1, help="stack models: step between windows "
+                                                 "in scan positions (default 1)"),
+            chunk_rows: Optional[int] = typer.Option(None, "--chunk-rows", min=1, help="stack models: scan rows read at "
+                                                     "a time (bounds memory; default 8)"),
+            bin_factor: Optional[int] = typer.Option(None, "--bin", min=1, help="stack models: bin detector pixels by "
+                                                     "this factor first (default 1)"),
+            thickness_index: Optional[int] = typer.Option(None, "--thickness-index",
+                                                          help="thickness of a simulated store (default: the last)"),
+            mc_dropout: Optional[int] = typer.Option(None, "--mc-dropout", min=0, help="stochastic passes for the "
+                                                     "uncertainty (default 0 for stack models, 16 for PACBED)"),
+            device: Optional[str] = typer.Option(None, "--device", help="stack models: cpu, cuda, cuda:1, ..."),
+            quiet: bool = typer.Option(False, "--quiet", help="no progress bar")) -> None:
+    """Apply a trained model: a stack model maps one 4D-STEM dataset in chunks (descriptor maps with
+    per-position confidence); a PACBED model reads thickness and tilt from image files and 4D-STEM scans."""
+    from inverscope.analysis.maps import predict_files
 
     try:
-        summary = predict_to_dir(model, data, out, axis=axis, stride=stride, chunk_rows=chunk_rows,
-                                 bin_factor=bin_factor, thickness_index=thickness_index, mc_dropout=mc_dropout,
-                                 device=device)
+        with _LazyProgress("predict", quiet) as progress:
+            summary = predict_files(model, data, out, progress=progress, semiangle_mrad=semiangle_mrad,
+                                    energy_kev=energy_kev, mrad_per_px=mrad_per_px, window=window, library=library,
+                                    disc_radius_px=disc_radius_px, axis=axis, stride=stride, chunk_rows=chunk_rows,
+                                    bin_factor=bin_factor, thickness_index=thickness_index, mc_dropout=mc_dropout,
+                                    device=device)
     except InverscopeError as err:
         _fail(err)
-    console.print(f"wrote {out}/descriptors.zarr, {out}/maps.png, {out}/summary.json ({summary.get('wall_s', 0):.1f} s)")
+    wall = summary.get("wall_s", (summary.get("timings_s") or {}).get("total", 0.0))
+    written = ", ".join(f"{out}/{name}" for name in [*summary["outputs"].values(), "summary.json"])
+    console.print(f"wrote {written} ({wall:.1f} s)", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -260,4 +260,45 @@ def predict_to_dir(model_path, data_path, out_dir, axis: int = 1, stride: int = 
     return summary
 
 
-__all__ = ["bin_patterns", "descriptor_maps", "stack_descriptors", "predict_to_dir"]
+#: options of ``inverscope predict`` for stack models, with their defaults (None in :func:`predict_files`: not given)
+STACK_OPTIONS = {"axis": 1, "stride": 1, "chunk_rows": 8, "bin_factor": 1, "thickness_index": -1, "mc_dropout": 0,
+                 "device": "cpu"}
+#: the command-line flag of each option, for messages
+FLAGS = {"axis": "--axis", "stride": "--stride", "chunk_rows": "--chunk-rows", "bin_factor": "--bin",
+         "thickness_index": "--thickness-index", "mc_dropout": "--mc-dropout", "device": "--device",
+         "semiangle_mrad": "--semiangle-mrad", "energy_kev": "--energy-kev", "mrad_per_px": "--mrad-per-px",
+         "window": "--window", "library": "--library", "disc_radius_px": "--disc-radius-px"}
+
+
+def predict_files(model_path, data_paths, out_dir, *, progress=None, **options) -> dict:
+    """``inverscope predict``: dispatch on the model's task; options given as None were not given.
+
+    A PACBED model (task ``pacbed``) reads any number of image and 4D-STEM files
+    (:func:`inverscope.analysis.pacbed_predict.predict_pacbed`); any other model is a stack model that
+    maps one 4D-STEM dataset (:func:`predict_to_dir`). Options the model's kind does not use are refused.
+    """
+    from inverscope.core.io import check_output_path
+    from inverscope.models.io import load_metadata
+
+    check_output_path(out_dir, must_be_empty=True)  # a bad --out is found before the model and data load
+    meta = load_metadata(model_path)
+    given = {k: v for k, v in options.items() if v is not None}
+    if meta.get("task") == "pacbed":
+        from inverscope.analysis.pacbed_predict import PACBED_OPTIONS, predict_pacbed
+
+        _refuse(given, PACBED_OPTIONS, f"a PACBED model ({model_path})")
+        return predict_pacbed(model_path, list(data_paths), out_dir, progress=progress, **given)
+    _refuse(given, STACK_OPTIONS, f"a {meta.get('architecture')} model of task {meta.get('task')!r} ({model_path})")
+    if len(data_paths) != 1:
+        raise InverscopeError(f"DATA: got {len(data_paths)} files; a {meta.get('architecture')} model "
+                              f"({model_path}) maps one 4D-STEM dataset per run: give one file, or run predict once per file")
+    return predict_to_dir(model_path, data_paths[0], out_dir, **{**STACK_OPTIONS, **given})
+
+
+def _refuse(given: dict, allowed, what: str) -> None:
+    unused = [k for k in given if k not in allowed]
+    if unused:
+        raise InverscopeError(f"{FLAGS.get(unused[0], unused[0])}: not used by {what}; drop it")
+
+
+__all__ = ["bin_patterns", "descriptor_maps", "stack_descriptors", "predict_to_dir", "predict_files"]
