@@ -25,7 +25,6 @@ import pytest
 import yaml
 import zarr
 
-from inverscope.core.errors import InverscopeError
 from inverscope.core.io import exclusive_lock
 from inverscope.datasets.campaign import CampaignConfig, open_campaign, run_campaign
 

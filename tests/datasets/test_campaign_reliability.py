@@ -4,7 +4,6 @@ and absurd sizes are refused before a store exists."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

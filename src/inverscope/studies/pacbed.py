@@ -211,7 +211,7 @@ def _evaluate(recipe, net, mean, std, lib, held, out_mrad, log) -> dict:
     # untilted library patterns across the thickness range tell the [100] from the [110] mirrors and
     # the disc edge from a strong inner fringe (registration's reference)
     reference = templates[0, np.unique(np.linspace(z_ok[0], z_ok[-1], 4).round().astype(int))]
-    rows, registered, frames, masks = [], [], [], []
+    rows, registered, frames = [], [], []
     log(f"evaluating on {ev.n_heldout} held-out patterns as raw camera frames")
     t_reg = 0.0
     for i in range(ev.n_heldout):
