@@ -21,7 +21,7 @@ from pydantic import Field
 
 from inverscope.analysis.template_matching import OPS_4MM
 from inverscope.core.config import StrictModel
-from inverscope.datasets.degrade import CameraModel, degrade
+from inverscope.datasets.degrade import CameraModel, CameraRanges, degrade
 
 
 class ExampleSpec(StrictModel):
@@ -37,6 +37,14 @@ class ExampleSpec(StrictModel):
     clip_fraction: tuple[float, float] = Field((0.3, 0.9), description="clip level as a fraction of the peak")
     jpeg_probability: float = Field(0.5, ge=0, le=1, description="share of examples 8-bit + JPEG")
     jpeg_quality: tuple[int, int] = Field((60, 95), description="(min, max) JPEG quality")
+    through_registration: float = Field(0.0, ge=0, le=1, description="share of examples made as raw frames "
+                                        "(`frames`) and registered, so the network learns registration's own errors")
+    frames: CameraRanges = Field(default_factory=lambda: CameraRanges.model_validate({
+        "base": {"frame_shape": [256, 256], "peak_counts": 230, "saturation_counts": 255, "bit_depth": 8,
+                 "jpeg_quality": 85, "background_length_px": 96},
+        "centre_shift_px": 30, "rotation_deg": [0, 360], "mrad_per_px": [0.4, 0.8],
+        "dose_e_per_pattern": [3e4, 1e7], "blur_sigma_px": [0.0, 1.5], "background_counts": [0, 15],
+        "background_smooth_counts": [0, 10]}), description="raw-frame cameras for examples through registration")
 
 
 def _camera(spec: ExampleSpec, shape: tuple[int, int], mrad: float, rng: np.random.Generator) -> CameraModel:
@@ -63,8 +71,13 @@ def fold_tilt(tilt_mrad: np.ndarray) -> np.ndarray:
 
 def draw_examples(patterns: np.ndarray, tilts_mrad: np.ndarray, thicknesses_angstrom: np.ndarray,
                   sampling_mrad: float, out_shape: tuple[int, int], out_mrad: float, n: int, spec: ExampleSpec,
-                  rng: np.random.Generator, thickness_range_nm: tuple[float, float] | None = None):
+                  rng: np.random.Generator, thickness_range_nm: tuple[float, float] | None = None,
+                  register=None):
     """`n` camera-like examples on the network grid from library `patterns` (tilts, thicknesses, k, k).
+
+    A share ``spec.through_registration`` of them is made as a raw frame (``spec.frames``) and put
+    on the grid by ``register(frame) -> pattern`` (the registration used on measured data; frames
+    it refuses are drawn again); the rest directly on the grid with small residual errors.
 
     Returns
     -------
@@ -73,18 +86,28 @@ def draw_examples(patterns: np.ndarray, tilts_mrad: np.ndarray, thicknesses_angs
     y : np.ndarray
         (n, 3) float32 targets: thickness [nm], folded tilt (tx, ty) [mrad].
     """
+    from inverscope.core.errors import InverscopeError
+
     z_ok = np.arange(len(thicknesses_angstrom))
     if thickness_range_nm is not None:
         t_nm = np.asarray(thicknesses_angstrom) / 10
         z_ok = np.flatnonzero((t_nm >= thickness_range_nm[0]) & (t_nm <= thickness_range_nm[1]))
     x = np.empty((n, *out_shape), np.float32)
     y = np.empty((n, 3), np.float32)
-    for i in range(n):
+    i = 0
+    while i < n:
         ti, zi = int(rng.integers(len(tilts_mrad))), int(rng.choice(z_ok))
-        p = OPS_4MM[int(rng.integers(8))](patterns[ti, zi])
-        x[i] = degrade(np.ascontiguousarray(p), _camera(spec, out_shape, out_mrad, rng), rng,
-                       sampling_mrad=sampling_mrad)[0]
+        p = np.ascontiguousarray(OPS_4MM[int(rng.integers(8))](patterns[ti, zi]))
+        if register is not None and rng.random() < spec.through_registration:
+            frame = degrade(p, spec.frames.draw(rng), rng, sampling_mrad=sampling_mrad)[0]
+            try:
+                x[i] = register(frame)
+            except InverscopeError:
+                continue
+        else:
+            x[i] = degrade(p, _camera(spec, out_shape, out_mrad, rng), rng, sampling_mrad=sampling_mrad)[0]
         y[i] = (thicknesses_angstrom[zi] / 10, *fold_tilt(tilts_mrad[ti]))
+        i += 1
     return x, y
 
 

@@ -110,6 +110,14 @@ def _on_grid(lib: dict, recipe: Recipe) -> np.ndarray:
     return out
 
 
+def _references(templates: np.ndarray, lib: dict, thickness_range_nm) -> np.ndarray:
+    """Untilted library patterns across the thickness range: they tell registration the [100] from the
+    [110] mirrors and the disc edge from a strong fringe inside it."""
+    t_nm = lib["thicknesses"] / 10
+    z_ok = np.flatnonzero((t_nm >= thickness_range_nm[0]) & (t_nm <= thickness_range_nm[1]))
+    return templates[0, np.unique(np.linspace(z_ok[0], z_ok[-1], 4).round().astype(int))]
+
+
 def run_study(recipe: Recipe, out_dir, *, data_file: str | None = None, log: Callable[[str], None] = print,
               progress=None, options=None) -> dict:
     """Build or reuse the libraries, train, evaluate on registered raw frames, report."""
@@ -154,8 +162,16 @@ def _run(recipe, held_cfg, out: Path, log, progress, options) -> dict:
     rng = np.random.default_rng(recipe.seed)
     t = time.perf_counter()
     log(f"drawing {recipe.n_train} + {recipe.n_validation} camera-like examples on a {n}x{n} grid")
+    reference = _references(_on_grid(lib, recipe), lib, recipe.evaluation.thickness_range_nm)
+
+    def register(frame):
+        from inverscope.analysis.registration import register_pacbed
+
+        return register_pacbed(frame, recipe.library.semiangle_mrad, crop_alpha=recipe.grid.crop_alpha,
+                               out_shape=(n, n), reference=reference).pattern
+
     x, y = draw_examples(lib["patterns"], lib["tilts"], lib["thicknesses"], lib["sampling"], (n, n), out_mrad,
-                         recipe.n_train + recipe.n_validation, recipe.examples, rng)
+                         recipe.n_train + recipe.n_validation, recipe.examples, rng, register=register)
     xi, mean, std = to_input(x[:recipe.n_train])
     xv = to_input(x[recipe.n_train:], mean, std)[0]
     timings["examples_s"] = time.perf_counter() - t
@@ -208,9 +224,7 @@ def _evaluate(recipe, net, mean, std, lib, held, out_mrad, log) -> dict:
     matcher = TemplateMatcher(templates, lib["tilts"], lib["thicknesses"], ev.template_rotations_deg)
     t_nm = held["thicknesses"] / 10
     z_ok = np.flatnonzero((t_nm >= ev.thickness_range_nm[0]) & (t_nm <= ev.thickness_range_nm[1]))
-    # untilted library patterns across the thickness range tell the [100] from the [110] mirrors and
-    # the disc edge from a strong inner fringe (registration's reference)
-    reference = templates[0, np.unique(np.linspace(z_ok[0], z_ok[-1], 4).round().astype(int))]
+    reference = _references(templates, lib, ev.thickness_range_nm)
     rows, registered, frames = [], [], []
     log(f"evaluating on {ev.n_heldout} held-out patterns as raw camera frames")
     t_reg = 0.0
