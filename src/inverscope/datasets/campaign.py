@@ -271,13 +271,8 @@ def run_campaign(cfg: CampaignConfig, path, scheduler: str | None = None, n_work
 
     Parameters
     ----------
-    scheduler : str, optional
-        Address of an existing Dask scheduler (``tcp://host:8786``); takes precedence.
-    n_workers : int
-        0 runs in this process; > 0 starts a Dask LocalCluster with that many worker
-        processes (one thread each) and shuts it down afterwards.
-    indices : iterable of int, optional
-        Only these samples (others stay pending).
+    scheduler, n_workers, indices, progress, check_resources, log
+        As for :func:`inverscope.datasets.jobstore.run_store_job` (items are samples).
     phonon_configs : int, optional
         Must be None for regular campaigns; studies use 0 on a second store for static twins.
 
