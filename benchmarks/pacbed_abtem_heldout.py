@@ -60,7 +60,7 @@ def main() -> None:
     import zarr
 
     from inverscope.analysis.pacbed_models import fold_tilt, predict_with_uncertainty, to_input
-    from inverscope.analysis.registration import register_pacbed, resample_to_crystal
+    from inverscope.analysis.registration import register_pacbed
     from inverscope.analysis.template_matching import TemplateMatcher
     from inverscope.datasets.degrade import degrade
     from inverscope.models.io import load_model

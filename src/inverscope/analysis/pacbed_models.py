@@ -58,7 +58,7 @@ def _camera(spec: ExampleSpec, shape: tuple[int, int], mrad: float, rng: np.rand
                        dose_e_per_pattern=float(np.exp(rng.uniform(*np.log(spec.dose_e_per_pattern)))),
                        blur_sigma_px=float(rng.uniform(*spec.blur_sigma_px)), peak_counts=peak,
                        background_counts=peak * float(rng.uniform(*spec.background_fraction)),
-                       saturation_counts=None if clip is None else min(clip, 255.0 if jpeg else clip),
+                       saturation_counts=clip,  # below the 8-bit ceiling: peak 200, clip <= 0.9 x peak
                        bit_depth=8 if jpeg else None,
                        jpeg_quality=int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)) if jpeg else None)
 

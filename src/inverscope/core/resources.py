@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 
 from inverscope.core.errors import InverscopeError
 
-GIB = 2**30
-
-
 class ResourceError(InverscopeError):
     """A job would need more memory or disk than this machine has."""
 
@@ -97,4 +94,4 @@ def multislice_memory(est: Estimate, gpts, num_slices: int, num_atoms: int, batc
     est.add_memory("atoms", float(num_atoms) * 256)
 
 
-__all__ = ["Estimate", "ResourceError", "available_memory_bytes", "human_bytes", "multislice_memory", "GIB"]
+__all__ = ["Estimate", "ResourceError", "available_memory_bytes", "human_bytes", "multislice_memory"]

@@ -111,7 +111,7 @@ def _check_matches(group, job: StoreJob, path: Path) -> None:
     if attrs.get("config_hash") != job.config_hash():
         old, new = attrs.get("config", {}), job.data_dict()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise InverscopeError(f"{path}: store was written by another {job.what.split()[0]} (differs in "
+        raise InverscopeError(f"{path}: store was written by another {job.what.removesuffix(' store')} (differs in "
                               f"{', '.join(diff) or 'config'}); use a new --out path or the original config")
 
 

@@ -162,7 +162,8 @@ def _run(recipe, held_cfg, out: Path, log, progress, options) -> dict:
     rng = np.random.default_rng(recipe.seed)
     t = time.perf_counter()
     log(f"drawing {recipe.n_train} + {recipe.n_validation} camera-like examples on a {n}x{n} grid")
-    reference = _references(_on_grid(lib, recipe), lib, recipe.evaluation.thickness_range_nm)
+    templates = _on_grid(lib, recipe)
+    reference = _references(templates, lib, recipe.evaluation.thickness_range_nm)
 
     def register(frame):
         from inverscope.analysis.registration import register_pacbed
@@ -180,7 +181,7 @@ def _run(recipe, held_cfg, out: Path, log, progress, options) -> dict:
     timings["train_s"] = fit["wall_s"]
     _save(out, net, recipe, out_mrad, mean, std)
     t = time.perf_counter()
-    evaluation = _evaluate(recipe, net, mean, std, lib, held, out_mrad, log)
+    evaluation = _evaluate(recipe, net, mean, std, lib, held, templates, reference, log)
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     metrics = {"study": "pacbed", "name": recipe.name, "library": {k: _stat(v) for k, v in stats.items()},
@@ -212,7 +213,7 @@ def _save(out: Path, net, recipe: Recipe, out_mrad: float, mean, std) -> None:
     save_model(out / "models" / "pacbed_cnn", net, "pattern_cnn", meta)
 
 
-def _evaluate(recipe, net, mean, std, lib, held, out_mrad, log) -> dict:
+def _evaluate(recipe, net, mean, std, lib, held, templates, reference, log) -> dict:
     """Held-out patterns as raw frames -> registration -> network and templates."""
     from inverscope.analysis.registration import register_pacbed
     from inverscope.analysis.template_matching import OPS_4MM, TemplateMatcher
@@ -220,11 +221,9 @@ def _evaluate(recipe, net, mean, std, lib, held, out_mrad, log) -> dict:
 
     ev, n = recipe.evaluation, recipe.grid.pixels
     rng = np.random.default_rng(ev.seed)
-    templates = _on_grid(lib, recipe)
     matcher = TemplateMatcher(templates, lib["tilts"], lib["thicknesses"], ev.template_rotations_deg)
     t_nm = held["thicknesses"] / 10
     z_ok = np.flatnonzero((t_nm >= ev.thickness_range_nm[0]) & (t_nm <= ev.thickness_range_nm[1]))
-    reference = _references(templates, lib, ev.thickness_range_nm)
     rows, registered, frames = [], [], []
     log(f"evaluating on {ev.n_heldout} held-out patterns as raw camera frames")
     t_reg = 0.0
