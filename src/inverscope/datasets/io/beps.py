@@ -57,6 +57,47 @@ def _err(path: Path, problem: str) -> InverscopeError:
     return InverscopeError(f"{path}: {problem}")
 
 
+#: Real loops from a complex response: the names `component=` accepts
+COMPONENTS = ("projected", "amplitude", "phase", "real", "imag")
+
+
+def _compound_to_complex(arr: np.ndarray) -> np.ndarray:
+    """A structured array with real and imaginary fields (USID's ``r``/``i``) as complex; else unchanged."""
+    names = arr.dtype.names
+    if names and len(names) == 2:
+        lower = [n.lower() for n in names]
+        for re_name, im_name in (("r", "i"), ("real", "imag"), ("re", "im")):
+            if re_name in lower and im_name in lower:
+                return arr[names[lower.index(re_name)]] + 1j * arr[names[lower.index(im_name)]]
+    return arr
+
+
+def _component(arr: np.ndarray, component: str | None, path: Path, name: str, extra: dict) -> np.ndarray:
+    """Real loops from `arr`: itself when real, or the asked `component` of a complex response.
+
+    ``projected`` turns the whole map by one phase, the principal axis of the complex values
+    (half the argument of the mean of (z - mean z)^2), and keeps the real part: the in-phase
+    piezoresponse, with the sign of the axis chosen so the mean projected response is >= 0.
+    """
+    arr = _compound_to_complex(np.asarray(arr))
+    if component is not None and component not in COMPONENTS:
+        raise _err(path, f"component {component!r} is not one of {', '.join(COMPONENTS)}")
+    if not np.iscomplexobj(arr):
+        if component is not None and component not in ("real", "projected"):
+            raise _err(path, f"component {component!r} needs a complex response; array {name!r} is real ({arr.dtype})")
+        return arr
+    if component is None:
+        raise _err(path, f"array {name!r} is complex ({arr.dtype}); choose component= one of {', '.join(COMPONENTS)}")
+    if component == "projected":
+        z = arr[np.isfinite(arr)]
+        theta = 0.5 * float(np.angle(np.mean((z - z.mean()) ** 2))) if z.size else 0.0
+        if z.size and np.mean((z * np.exp(-1j * theta)).real) < 0:
+            theta += np.pi
+        extra["projection_phase_rad"] = theta
+        return (arr * np.exp(-1j * theta)).real
+    return {"amplitude": np.abs, "phase": np.angle, "real": np.real, "imag": np.imag}[component](arr)
+
+
 def _as_loops(arr: np.ndarray, grid_shape: tuple[int, int] | None, path: Path, name: str) -> np.ndarray:
     """(rows, cols, steps) float64 from a 3D array, or a 2D (pixels, steps) one with `grid_shape`."""
     arr = np.asarray(arr)
@@ -126,14 +167,16 @@ def _find_voltage(arrays: dict[str, Any], voltage_key, steps: int, path: Path):
     return vecs[0] if vecs else (None, None)
 
 
-def _from_mapping(arrays: dict[str, np.ndarray], path, kind, channel, voltage_key, voltage, grid_shape) -> BEPSData:
+def _from_mapping(arrays: dict[str, np.ndarray], path, kind, channel, voltage_key, voltage, grid_shape,
+                  component=None) -> BEPSData:
     names = list(arrays)
     name = _pick_channel(names, arrays, channel, grid_shape, path)
-    loops = _as_loops(arrays[name], grid_shape, path, name)
+    info: dict = {}
+    loops = _as_loops(_component(arrays[name], component, path, name, info), grid_shape, path, name)
     vname = None
     if voltage is None:
         vname, voltage = _find_voltage({n: a for n, a in arrays.items() if n != name}, voltage_key, loops.shape[-1], path)
-    extra = {n: a for n, a in arrays.items() if n not in (name, vname)}
+    extra = {n: a for n, a in arrays.items() if n not in (name, vname)} | info
     return _finish(loops, voltage, name, f"{kind}:{path}:{name}", extra, path)
 
 
@@ -178,7 +221,7 @@ def _dim_scale_voltage(ds) -> tuple[int, np.ndarray | None]:
     return axis, volt
 
 
-def _load_h5(path: Path, channel, voltage_key, voltage, grid_shape) -> BEPSData:
+def _load_h5(path: Path, channel, voltage_key, voltage, grid_shape, component=None) -> BEPSData:
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -191,11 +234,13 @@ def _load_h5(path: Path, channel, voltage_key, voltage, grid_shape) -> BEPSData:
         name = _pick_channel(list(pickable) if channel is None else list(dsets), pickable if channel is None else dsets,
                              channel, grid_shape, path, known=usid)
         ds = dsets[name]
-        if ds.dtype.names is not None or ds.dtype.kind == "c":
-            raise _err(path, f"dataset {name!r} has dtype {ds.dtype}; pass channel= a dataset of real loop values")
         extra: dict[str, Any] = {"attrs": dict(ds.attrs), "datasets": [n for n in dsets if n != name]}
+        values = _compound_to_complex(np.asarray(ds[()]))
+        if values.dtype.names is not None:
+            raise _err(path, f"dataset {name!r} has dtype {ds.dtype}; pass channel= a dataset of loop values")
+        values = _component(values, component, path, name, extra)
         if name in usid:
-            loops = _usid_grid(ds.parent, np.asarray(ds[()], dtype=np.float64), path)
+            loops = _usid_grid(ds.parent, np.asarray(values, dtype=np.float64), path)
             if voltage is None:
                 spec = ds.parent["Spectroscopic_Values"]
                 labels = _decode(spec.attrs.get("labels", []))
@@ -203,7 +248,7 @@ def _load_h5(path: Path, channel, voltage_key, voltage, grid_shape) -> BEPSData:
                 voltage = np.atleast_2d(spec[()])[row]
             return _finish(loops, voltage, name, f"hdf5-usid:{path}:{name}", extra, path)
         axis, volt = (_dim_scale_voltage(ds) if ds.ndim == 3 else (ds.ndim - 1, None))
-        loops = _as_loops(np.moveaxis(np.asarray(ds[()]), axis, -1), grid_shape, path, name)
+        loops = _as_loops(np.moveaxis(values, axis, -1), grid_shape, path, name)
         kind = "hdf5-nsid" if ("data_type" in ds.attrs or any(len(d) for d in ds.dims)) else "hdf5"
         if voltage is None:
             voltage = volt if (volt is not None and voltage_key is None) else \
@@ -212,7 +257,8 @@ def _load_h5(path: Path, channel, voltage_key, voltage, grid_shape) -> BEPSData:
 
 
 def load_beps(path: str | Path, channel: str | None = None, voltage_key: str | None = None, *,
-              voltage: np.ndarray | None = None, grid_shape: tuple[int, int] | None = None) -> BEPSData:
+              voltage: np.ndarray | None = None, grid_shape: tuple[int, int] | None = None,
+              component: str | None = None) -> BEPSData:
     """Read BEPS loops from a file.
 
     Parameters
@@ -230,6 +276,11 @@ def load_beps(path: str | Path, channel: str | None = None, voltage_key: str | N
         ``extra['warning']`` says so.
     grid_shape : (rows, cols), optional
         Reshape a 2D (pixels, steps) array row-major to (rows, cols, steps).
+    component : {'projected', 'amplitude', 'phase', 'real', 'imag'}, optional
+        Required for a complex response (complex dtype, or USID's compound ``r``/``i``):
+        ``projected`` is the real part after turning the whole map by its principal phase
+        (``extra['projection_phase_rad']``), ``phase`` is in radians. A real array accepts only
+        None, ``real`` or ``projected``.
 
     Returns
     -------
@@ -239,7 +290,7 @@ def load_beps(path: str | Path, channel: str | None = None, voltage_key: str | N
     ------
     InverscopeError
         Missing file, unsupported extension, no loop array, unknown channel, voltage length not
-        equal to the number of steps, or an all-NaN grid.
+        equal to the number of steps, an all-NaN grid, a complex array without a component.
     """
     path = Path(path)
     if not path.is_file():
@@ -253,15 +304,17 @@ def load_beps(path: str | Path, channel: str | None = None, voltage_key: str | N
 
             arrays = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
             arrays = {k: v for k, v in arrays.items() if isinstance(v, np.ndarray) and v.dtype.kind in "biufc"}
-            return _from_mapping(arrays, path, "mat", channel, voltage_key, voltage, grid_shape)
+            return _from_mapping(arrays, path, "mat", channel, voltage_key, voltage, grid_shape, component)
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            return _from_mapping(arrays, path, "npz", channel, voltage_key, voltage, grid_shape)
+            return _from_mapping(arrays, path, "npz", channel, voltage_key, voltage, grid_shape, component)
         if ext == ".npy":
-            loops = _as_loops(np.load(path, allow_pickle=False), grid_shape, path, path.stem)
-            return _finish(loops, voltage, path.stem, f"npy:{path}", {}, path)
-        return _load_h5(path, channel, voltage_key, voltage, grid_shape)
+            info: dict = {}
+            raw = _component(np.load(path, allow_pickle=False), component, path, path.stem, info)
+            loops = _as_loops(raw, grid_shape, path, path.stem)
+            return _finish(loops, voltage, path.stem, f"npy:{path}", info, path)
+        return _load_h5(path, channel, voltage_key, voltage, grid_shape, component)
     except InverscopeError:
         raise
     except (OSError, ValueError, NotImplementedError) as exc:
