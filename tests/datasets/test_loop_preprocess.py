@@ -109,7 +109,9 @@ def test_per_pixel_scaling_when_amplitudes_vary():
     strong = gain > 1
     ratio = (p.scale / gain)[strong]
     np.testing.assert_allclose(ratio / ratio.mean(), 1, rtol=0.01)
-    np.testing.assert_allclose(p.x * p.scale[:, None] + p.offset[:, None], loops, atol=0.05)
+    # raw = x * scale + offset, except the 3 points per loop the Savitzky-Golay cleaning replaced
+    back = p.x * p.scale[:, None] + p.offset[:, None]
+    assert (np.abs(back - loops) > 1e-4 * gain[:, None]).sum(axis=1).max() <= 3
 
 
 def test_bad_loops():

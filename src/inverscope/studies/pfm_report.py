@@ -38,7 +38,8 @@ def _overview(x, voltage, grid):
     a.set_xlabel("DC voltage [V]")
     a.set_ylabel("piezoresponse (standardized)")
     a.legend(fontsize=8)
-    im = b.imshow(np.abs(x).mean(1).reshape(grid), cmap="magma")
+    vals = np.abs(x).mean(1)
+    im = b.imshow(vals.reshape(grid), cmap="magma", vmax=float(np.percentile(vals, 99)))    # outliers saturate
     b.set_title("mean |response| per pixel", fontsize=9)
     fig.colorbar(im, ax=b)
     return fig
@@ -56,14 +57,50 @@ def _curves(decode, z, latents, voltage, title):
     return fig
 
 
+def _pca_figure(section, extra, x, grid) -> None:
+    pca = extra["pca"]["model"]
+    section.figure(_maps(pca.transform(x)[:, :8], grid, [f"PCA {i}" for i in range(min(8, pca.n_components_))],
+                         cmap="RdBu_r"), "PCA score maps (first 8), fitted on the training pixels")
+
+
+def _pca_section(rep, extra, x, grid) -> None:
+    sec = rep.section("PCA (the better description of this dataset)")
+    _pca_figure(sec, extra, x, grid)
+    pca = extra["pca"]["model"]
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+    for i, comp in enumerate(pca.components_[:4]):
+        ax.plot(comp, label=f"PCA {i}")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+    sec.figure(fig, "The first four principal loops (eigenvectors), in waveform order")
+
+
+def _data_check(extra, grid):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
+    out = extra["outliers"].reshape(grid)
+    a.imshow(out, cmap="Reds", vmin=0, vmax=1)
+    a.set_title(f"outlier pixels: {int(out.sum())}", fontsize=9)
+    im = b.imshow(np.log10(np.maximum(extra["amplitude"], 1e-300)).reshape(grid), cmap="viridis")
+    b.set_title("log10 scale per pixel [data units]", fontsize=9)
+    fig.colorbar(im, ax=b)
+    return fig
+
+
 def write_report(recipe, m: dict, extra: dict, out: Path) -> None:
     x, z, grid, voltage = extra["x"], extra["z"], extra["grid"], extra["voltage"]
     rep = HtmlReport(f"BE-PFM switching: {recipe.name}", "Sparse autoencoder on band-excitation hysteresis loops "
                      "(Agar et al. 2019); held-out pixels never seen in training")
     s = rep.section("Headline")
-    cards = {"held-out MSE (model)": f"{m['model']['heldout_mse']:.5f}",
-             f"PCA-{m['pca_same_components']['n_components']} held-out": f"{m['pca_same_components']['heldout_mse']:.5f}",
-             "active latents": str(len(m["model"]["active_latents"])), "training": f"{m['model']['train_wall_s']:.0f} s"}
+    verdict = m.get("verdict", {"lead": "autoencoder", "text": ""})
+    pca_card = (f"PCA-{m['pca_same_components']['n_components']} held-out", f"{m['pca_same_components']['heldout_mse']:.5f}")
+    cards = {"held-out MSE (model)": f"{m['model']['heldout_mse']:.5f}"}
+    if verdict["lead"] == "pca":
+        cards = {pca_card[0]: pca_card[1], **cards}
+    else:
+        cards[pca_card[0]] = pca_card[1]
+    cards.update({"active latents": str(len(m["model"]["active_latents"])), "training": f"{m['model']['train_wall_s']:.0f} s"})
+    if "data_check" in m:
+        cards["outlier pixels"] = f"{m['data_check']['outliers']['count']}"
     if "published_weights" in m:
         cards["published weights MSE"] = f"{m['published_weights']['mse_all']:.5f}"
     s.metrics(cards)
@@ -79,7 +116,19 @@ def write_report(recipe, m: dict, extra: dict, out: Path) -> None:
         p = m["published_weights"]
         rows.append(["published Keras weights (imported)", f"{p['heldout_mse']:.5f} (all pixels {p['mse_all']:.5f})", "15,542 epochs"])
     s.table(["model", "held-out reconstruction MSE (standardized units)", "training"], rows)
-    rep.section("Data").figure(_overview(x, voltage, grid), f"{m['data']['source']}: {grid[0]}×{grid[1]} loops")
+    if verdict["text"]:
+        s.text(("Verdict: " if verdict["lead"] == "autoencoder" else "Verdict (PCA leads this report): ")
+               + verdict["text"] + ".")
+    d = rep.section("Data")
+    if "data_check" in m:
+        from inverscope.datasets.loop_preprocess import format_check
+
+        d.text(format_check(m["data_check"]).replace("\n", "; "))
+        d.figure(_data_check(extra, grid), "Outlier pixels (excluded from training, still reconstructed) and the "
+                 "amplitude each loop was divided by (per-pixel scaling) or the global scale")
+    d.figure(_overview(x, voltage, grid), f"{m['data']['source']}: {grid[0]}×{grid[1]} loops")
+    if verdict["lead"] == "pca":
+        _pca_section(rep, extra, x, grid)
     rep.section("Training").figure(plots.training_curves({"autoencoder": extra["history"]}), "MSE per epoch")
     act = m["model"]["active_latents"]
     sec = rep.section("Latent maps")
@@ -96,9 +145,8 @@ def write_report(recipe, m: dict, extra: dict, out: Path) -> None:
             sp.figure(_maps(zp[:, a], grid, [f"latent {i}" for i in a]), f"Active latents of the {title} model")
             sp.figure(_curves(net.decode, zp, a, voltage, title), "Generated curves")
     b = rep.section("Baselines (scikit-learn)")
-    pca = extra["pca"]["model"]
-    b.figure(_maps(pca.transform(x)[:, :8], grid, [f"PCA {i}" for i in range(min(8, pca.n_components_))], cmap="RdBu_r"),
-             "PCA score maps (first 8)")
+    if verdict["lead"] != "pca":
+        _pca_figure(b, extra, x, grid)
     b.figure(_maps(extra["nmf"]["maps"], grid, [f"NMF {i}" for i in range(extra["nmf"]["maps"].shape[1])]), "NMF maps")
     km = extra["kmeans"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.3), layout="constrained")

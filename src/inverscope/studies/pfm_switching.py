@@ -8,6 +8,7 @@ PCA(16)/NMF/divisive k-means maps (analysis.decomposition) -> report.html + metr
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable, Literal
@@ -17,9 +18,10 @@ import torch
 from pydantic import Field
 
 from inverscope.core.config import StrictModel
+from inverscope.core.errors import InverscopeError
 from inverscope.core.io import write_json_atomic
 from inverscope.datasets.io.beps import BEPSData, load_beps, load_example
-from inverscope.datasets.preprocess import published_preprocessing
+from inverscope.datasets.loop_preprocess import format_check, prepare_loops
 from inverscope.models.io import save_model
 from inverscope.models.nets import build_net
 from inverscope.training.autoencoder import AETrainConfig, fit_autoencoder, reconstruct
@@ -29,7 +31,13 @@ class DataConfig(StrictModel):
     file: str | None = None            # None: the bundled PZT piezoresponse loops
     channel: str | None = None
     voltage_key: str | None = None
+    component: Literal["projected", "amplitude", "phase", "real", "imag"] | None = Field(
+        None, description="for a complex response: which real loops to analyse (datasets.io.beps.load_beps)")
     range_filter: tuple[float, float] | None = None
+    scaling: Literal["auto", "global", "robust", "per_pixel"] = Field(
+        "auto", description="datasets.loop_preprocess.prepare_loops; auto is recorded with its reason")
+    outlier_threshold: float | None = Field(
+        5.0, gt=0, description="robust sd of log loop amplitude that make a pixel an outlier; null keeps all")
 
 
 class ModelConfig(StrictModel):
@@ -60,7 +68,7 @@ def load_data(cfg: DataConfig, data_file: str | None = None) -> tuple[BEPSData, 
     path = data_file or cfg.file
     if path is None:
         return load_example("pzt_piezoresponse"), True
-    return load_beps(path, channel=cfg.channel, voltage_key=cfg.voltage_key), False
+    return load_beps(path, channel=cfg.channel, voltage_key=cfg.voltage_key, component=cfg.component), False
 
 
 def _published(data_dir_name: str):
@@ -86,6 +94,8 @@ def _train(arch: str, config: dict, train_x, test_x, out: Path, name: str, cfg: 
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         net = build_net(arch, config)
+    if hasattr(net, "init_from_data"):           # e.g. pca_residual_ae starts from PCA of the training loops
+        net.init_from_data(train_x)
     res = fit_autoencoder(net, train_x, test_x, cfg, out / "training", name)
     rec, _ = reconstruct(net, test_x)
     return net, res, float(np.mean((rec - test_x) ** 2))
@@ -118,28 +128,42 @@ def run_study(recipe: PFMRecipe, out_dir, *, data_file: str | None = None, log: 
     t0 = time.perf_counter()
     data, bundled = load_data(recipe.data, data_file)
     rows, cols, steps = data.loops.shape
-    x, scaler = published_preprocessing(data.flat(), resonance_range=recipe.data.range_filter)
-    x = x.astype(np.float32)
+    threshold = recipe.data.outlier_threshold if recipe.data.outlier_threshold is not None else math.inf
+    prep = prepare_loops(data.loops, data.voltage, scaling=recipe.data.scaling, outlier_threshold=threshold,
+                         resonance_range=recipe.data.range_filter)
+    x = prep.x
+    log(format_check(prep.report))
     _net_config(recipe.model.architecture, recipe.model.config, steps)
-    out.mkdir(parents=True, exist_ok=True)  # only once the recipe and the data passed their checks
     perm = np.random.default_rng(recipe.split_seed).permutation(len(x))
     n_train = int(round(recipe.train_fraction * len(x)))
     tr_idx, te_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])
-    log(f"{rows}x{cols} loops of {steps} steps from {data.source}; training {recipe.model.architecture} on {n_train}")
+    tr_idx, te_idx = tr_idx[~prep.outliers[tr_idx]], te_idx[~prep.outliers[te_idx]]   # outliers: predicted only
+    if len(tr_idx) < 2 or len(te_idx) < 1:
+        raise InverscopeError(f"loops: {len(tr_idx)} training and {len(te_idx)} held-out inlier pixels after "
+                              f"removing {int(prep.outliers.sum())} outliers; need at least 2 and 1")
+    out.mkdir(parents=True, exist_ok=True)  # only once the recipe and the data passed their checks
+    log(f"{rows}x{cols} loops of {steps} steps from {data.source}; training {recipe.model.architecture} on "
+        f"{len(tr_idx)} inlier pixels")
     net, res, mse = _train(recipe.model.architecture, recipe.model.config, x[tr_idx], x[te_idx], out,
                            "model", recipe.train)
-    _, z_all = reconstruct(net, x)
-    active = active_latents(z_all)
+    rec_all, z_all = reconstruct(net, x)
+    active = active_latents(z_all[~prep.outliers])
     save_model(out / "models" / "autoencoder", net, recipe.model.architecture,
-               {"task": "autoencoder", "normalization": scaler.to_dict(), "voltage": data.voltage.tolist(),
+               {"task": "autoencoder", "normalization": prep.scaler.to_dict(), "voltage": data.voltage.tolist(),
                 "channel": data.channel, "active_latents": active})
     m = {"recipe": recipe.name, "data": {"source": data.source, "shape": [rows, cols, steps]},
+         "data_check": prep.report,
          "model": {"architecture": recipe.model.architecture, "heldout_mse": mse, "active_latents": active,
-                   "train_wall_s": res.wall_s, "epochs": res.epochs, "n_train": n_train, "n_test": len(te_idx)}}
+                   "train_wall_s": res.wall_s, "epochs": res.epochs, "n_train": len(tr_idx), "n_test": len(te_idx)}}
+    if prep.outliers.any():
+        m["model"]["outlier_pixels_mse"] = float(np.mean((rec_all[prep.outliers] - x[prep.outliers]) ** 2))
     n_pca = max(1, len(active))
     m["pca_same_components"] = {"n_components": n_pca, "heldout_mse": pca_baseline(x[tr_idx], x[te_idx], n_pca)["heldout_mse"]}
     m["pca5_heldout_mse"] = pca_baseline(x[tr_idx], x[te_idx], 5)["heldout_mse"]
-    extra = {"x": x, "z": z_all, "net": net, "history": res.history, "voltage": data.voltage, "grid": (rows, cols)}
+    m["verdict"] = _verdict(m)
+    log(m["verdict"]["text"])
+    extra = {"x": x, "z": z_all, "net": net, "history": res.history, "voltage": data.voltage, "grid": (rows, cols),
+             "outliers": prep.outliers, "amplitude": prep.scale}
     if recipe.published_architecture_minutes > 0:
         log(f"training the published BiLSTM from scratch for {recipe.published_architecture_minutes} min")
         # sigmoid gates run on torch's fused LSTM kernel; the schedule is sized to the time budget
@@ -167,16 +191,38 @@ def run_study(recipe: PFMRecipe, out_dir, *, data_file: str | None = None, log: 
         m["resonance_published_weights"] = {"mse_all": float(np.mean((rec_r - res_data) ** 2)),
                                             "active_latents": active_latents(z_r)}
         extra["resonance"] = (pub_r, z_r)
-    log("baselines: PCA, NMF, divisive k-means")
+    log("baselines: PCA, NMF, divisive k-means (fitted on inlier pixels)")
     extra["pca"] = pca_baseline(x[tr_idx], x[te_idx], min(recipe.pca_components, steps))
-    extra["nmf"] = nmf_baseline(x, recipe.nmf_components, recipe.seed)
-    extra["kmeans"] = divisive_kmeans(x, recipe.seed)
+    inliers = prep.inliers
+    extra["nmf"] = nmf_baseline(x[inliers], recipe.nmf_components, recipe.seed)
+    extra["kmeans"] = divisive_kmeans(x[inliers], recipe.seed)
+    extra["nmf"]["maps"] = _on_grid(extra["nmf"]["maps"], inliers, len(x))
+    extra["kmeans"]["combined"] = _on_grid(extra["kmeans"]["combined"], inliers, len(x))
     m["pca16_heldout_mse"] = extra["pca"]["heldout_mse"]
     m["nmf_mse"] = extra["nmf"]["mse"]
     m["timings_s"] = {"total_s": time.perf_counter() - t0}
     write_report(recipe, m, extra, out)
     write_json_atomic(out / "metrics.json", m)
     return m
+
+
+def _on_grid(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """`values` of the pixels `rows` placed among all `n` pixels, NaN elsewhere (outliers)."""
+    full = np.full((n, *values.shape[1:]), np.nan)
+    full[rows] = values
+    return full
+
+
+def _verdict(m: dict) -> dict:
+    """Does the autoencoder beat PCA with as many components as it has active latents, on held-out loops?"""
+    ae, pca = m["model"]["heldout_mse"], m["pca_same_components"]
+    k = pca["n_components"]
+    wins = ae < pca["heldout_mse"]
+    text = (f"the autoencoder ({len(m['model']['active_latents'])} active latents) reconstructs held-out loops "
+            f"{'better' if wins else 'worse'} than PCA-{k}: MSE {ae:.3g} vs {pca['heldout_mse']:.3g} "
+            f"({pca['heldout_mse'] / ae if wins else ae / pca['heldout_mse']:.2f}x)"
+            + ("" if wins else f"; on this dataset PCA-{k} is the better description, and the report leads with it"))
+    return {"autoencoder_beats_pca": bool(wins), "lead": "autoencoder" if wins else "pca", "text": text}
 
 
 def load_recipe_file(path) -> PFMRecipe:
