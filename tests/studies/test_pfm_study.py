@@ -60,3 +60,35 @@ def test_bad_input(recipe, tmp_path):
     bad.write_text(TINY + "data: {channel: nope}\n")
     assert "nope" in one_line_error(cli("run", bad, "--out", tmp_path / "d", "--data", tmp_path / "short.npz"))
     assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abcd")
+
+
+def test_other_layout_complex_file_with_outliers(recipe, tmp_path):
+    from inverscope.datasets.synthetic_beps import other_layout_beps, write_nsid
+
+    s = other_layout_beps(rows=30, cols=30, outlier_fraction=0.03, seed=1)
+    path = write_nsid(tmp_path / "other.h5", s["response"], s["voltage"])
+    assert "component=" in one_line_error(cli("run", recipe, "--out", tmp_path / "x", "--data", path))
+    rec = tmp_path / "complex.yaml"
+    rec.write_text(TINY + "data: {component: projected}\n")
+    r = cli("run", rec, "--out", tmp_path / "o", "--data", path)
+    assert r.returncode == 0, r.stderr
+    assert "data check: loops 30x30x64" in r.stdout + r.stderr and "outlier pixels:" in r.stdout + r.stderr
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    truth = s["outliers"].ravel()
+    found = m["data_check"]["outliers"]["count"]
+    assert 0.95 * truth.sum() <= found <= truth.sum() + 3
+    assert m["data_check"]["scaling"]["chosen"] != "global"
+    assert m["model"]["n_train"] + m["model"]["n_test"] == 900 - found      # outliers are not trained on
+    assert m["verdict"]["lead"] in ("pca", "autoencoder") and "PCA-" in m["verdict"]["text"]
+    assert "outlier_pixels_mse" in m["model"]
+
+
+def test_loops_that_are_not_loops(recipe, tmp_path):
+    v = np.linspace(-5, 5, 32)                                   # a ramp: never turns around
+    np.savez(tmp_path / "ramp.npz", loops=np.random.default_rng(0).standard_normal((4, 4, 32)), voltage=v)
+    assert "never turns around" in one_line_error(cli("run", recipe, "--out", tmp_path / "a", "--data",
+                                                      tmp_path / "ramp.npz"))
+    loop_v = np.r_[np.linspace(-5, 5, 16), np.linspace(5, -5, 16)]
+    np.savez(tmp_path / "zeros.npz", loops=np.zeros((4, 4, 32)), voltage=loop_v)
+    assert "outlier" in one_line_error(cli("run", recipe, "--out", tmp_path / "b", "--data", tmp_path / "zeros.npz"))
+    assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "ab")

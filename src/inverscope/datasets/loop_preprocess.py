@@ -14,7 +14,7 @@ chose (:attr:`PreparedLoops.report`, printed by :func:`format_check`):
 2. **Outlier pixels** (:func:`find_outlier_pixels`): a pixel's amplitude is the 5-95 % span of its
    loop; on a log scale, a pixel more than ``threshold`` robust standard deviations (1.4826 MAD)
    above the median, or ``2 * threshold`` below it, is an outlier, as is a pixel with fewer than
-   half of its values finite. Outliers are excluded from fitting the scaling and from training,
+   half of its values finite, and (on a grid) a pixel that stands out from its 5 x 5 neighbourhood. Outliers are excluded from fitting the scaling and from training,
    but still transformed (and so still predicted) and reported as a map and a count.
 3. **Cleaning**: non-finite values interpolated and the three points farthest from a
    Savitzky-Golay fit replaced, per loop (:mod:`inverscope.datasets.preprocess`, Agar et al. 2019).
@@ -127,8 +127,19 @@ def _amplitudes(flat: np.ndarray) -> np.ndarray:
     return hi - lo
 
 
-def find_outlier_pixels(flat_loops: np.ndarray, threshold: float = 5.0) -> tuple[np.ndarray, dict]:
+#: A pixel this many times stronger than the median of its 5 x 5 neighbourhood can be a local outlier
+LOCAL_RATIO = 3.0
+
+
+def find_outlier_pixels(flat_loops: np.ndarray, threshold: float = 5.0,
+                        grid: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
     """Pixels whose loop amplitude is far outside the map's bulk, on a log scale (module docstring, step 2).
+
+    With the map's ``grid`` a pixel is also an outlier when it stands out from its own 5 x 5
+    neighbourhood: its log-amplitude less the neighbourhood's median is more than ``threshold``
+    robust standard deviations of that residual (over the map) and at least :data:`LOCAL_RATIO`
+    times the neighbours' amplitude. Real amplitude maps vary smoothly (domains); a hot pixel
+    does not, and a map whose amplitude varies several-fold would otherwise hide it.
 
     Parameters
     ----------
@@ -162,9 +173,19 @@ def find_outlier_pixels(flat_loops: np.ndarray, threshold: float = 5.0) -> tuple
     sigma = max(1.4826 * float(np.median(np.abs(la[ok] - med))), 0.05)
     high = ok & (la > med + threshold * sigma)
     low = ~missing & (~ok | (la < med - 2 * threshold * sigma))
-    mask = missing | high | low
+    local = np.zeros_like(high)
+    if grid is not None:
+        from scipy.ndimage import median_filter
+
+        if int(np.prod(grid)) != len(x):
+            raise InverscopeError(f"grid {tuple(grid)} does not hold {len(x)} pixels")
+        filled = np.where(ok, la, med).reshape(grid)
+        resid = (filled - median_filter(filled, size=5, mode="reflect")).ravel()
+        r_sigma = max(1.4826 * float(np.median(np.abs(resid[ok] - np.median(resid[ok])))), 0.01)
+        local = ok & ~high & (resid > threshold * r_sigma) & (resid > np.log(LOCAL_RATIO))
+    mask = missing | high | low | local
     info = {"count": int(mask.sum()), "fraction": float(mask.mean()), "high": int(high.sum()), "low": int(low.sum()),
-            "missing": int(missing.sum()), "threshold_sigma": float(threshold),
+            "local": int(local.sum()), "missing": int(missing.sum()), "threshold_sigma": float(threshold),
             "amplitude_limits": [float(np.exp(med - 2 * threshold * sigma)), float(np.exp(med + threshold * sigma))],
             "amplitude_percentiles": {str(p): float(v) for p, v in zip((1, 50, 99), np.nanpercentile(amp, [1, 50, 99]))}}
     return mask, info
@@ -286,7 +307,7 @@ def prepare_loops(loops, voltage, *, scaling: str = "auto", outlier_threshold: f
     if finite.size == 0:
         raise InverscopeError("loops: no finite value")
     if np.isfinite(outlier_threshold):
-        mask, out_info = find_outlier_pixels(flat, outlier_threshold)
+        mask, out_info = find_outlier_pixels(flat, outlier_threshold, arr.shape[:2] if arr.ndim == 3 else None)
     else:
         mask, out_info = np.zeros(len(flat), bool), {"count": 0, "fraction": 0.0, "threshold_sigma": None}
     if mask.all():
@@ -325,5 +346,6 @@ def format_check(report: dict) -> str:
         f"  response: median |x| {d['median_abs']:.3g}, 1-99 % [{d['p1']:.3g}, {d['p99']:.3g}], "
         f"max |x| {d['max_abs']:.3g}, {100 * d['nonfinite_fraction']:.1f} % missing",
         f"  outlier pixels: {o['count']} ({100 * o['fraction']:.1f} %)"
-        + (f": {o['high']} too strong, {o['low']} too weak, {o['missing']} mostly missing" if o['count'] else ""),
+        + (f": {o['high']} too strong, {o.get('local', 0)} strong for their neighbourhood, {o['low']} too weak, "
+           f"{o['missing']} mostly missing" if o['count'] else ""),
         f"  scaling: {s['chosen']} ({s['why']})"])
