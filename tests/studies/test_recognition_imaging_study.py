@@ -92,10 +92,36 @@ def test_existing_metrics_untouched(tmp_path):
 
 def test_users_file_with_labels_outside_its_grid(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "mine.npz", loops=rng.normal(size=(8, 9, 40)), voltage=np.linspace(-5, 5, 40))
+    loop_v = np.r_[np.linspace(-5, 5, 20), np.linspace(5, -5, 20)]
+    np.savez(tmp_path / "mine.npz", loops=rng.normal(size=(8, 9, 40)), voltage=loop_v)
     msg = run_in_process(tmp_path, data_file=str(tmp_path / "mine.npz"), synthetic={"enabled": False})
     assert msg.startswith("pzt.labels: class 'c-domain'") and "8x9 grid" in msg
     assert not (tmp_path / "o").exists()
+    np.savez(tmp_path / "ramp.npz", loops=rng.normal(size=(8, 9, 40)), voltage=np.linspace(-5, 5, 40))
+    msg = run_in_process(tmp_path, data_file=str(tmp_path / "ramp.npz"), synthetic={"enabled": False})
+    assert msg.startswith("voltage: the waveform never turns around")
+    assert not (tmp_path / "o").exists()
+
+
+def test_outlier_pixels_are_not_trained_on_and_reported(tmp_path):
+    from inverscope.datasets.io.beps import load_example
+
+    d = load_example()
+    loops = d.loops.copy()
+    hot = [(30, 30), (5, 50), (45, 10)]
+    for r, c in hot:
+        loops[r, c] *= 300                       # heavy-tailed pixels, as on a real map
+    loops[11, 22] *= 300                         # one inside a labeled c-domain box
+    np.savez(tmp_path / "hot.npz", loops=loops, voltage=d.voltage)
+    from inverscope.core.config import validate
+    from inverscope.studies.recognition_imaging import Recipe, run_study
+
+    recipe = validate(Recipe, {**SMALL, "synthetic": {"enabled": False}}, "recipe")
+    run_study(recipe, tmp_path / "o", data_file=str(tmp_path / "hot.npz"), log=lambda m: None)
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())["pzt"]
+    assert m["outlier_pixels"] == 4 and m["data_check"]["outliers"]["high"] + m["data_check"]["outliers"]["local"] == 4
+    assert m["n_labeled"]["c-domain"] == 6 * 7 + 6 * 6 - 1     # the hot pixel in the box is not a label
+    assert m["chi2_median_outlier_pixels"] is not None
 
 
 @pytest.mark.parametrize("change, words", [

@@ -17,6 +17,7 @@ Everything the user can get wrong is checked before the output directory is crea
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,11 @@ class PZTConfig(StrictModel):
     file: str | None = None                      # None: the bundled PZT loops (--data overrides)
     channel: str | None = None
     voltage_key: str | None = None
+    component: Literal["projected", "amplitude", "phase", "real", "imag"] | None = None   # complex responses
+    scaling: Literal["auto", "global", "robust", "per_pixel"] = Field(
+        "auto", description="per_pixel divides each loop by its amplitude; the others keep the data units "
+                            "(the network standardizes, NNLS is scale-free)")
+    outlier_threshold: float | None = Field(5.0, gt=0, description="datasets.loop_preprocess; null keeps all")
     labels: LabelSpec = Field(default_factory=lambda: _boxes({
         "c-domain": [((8, 14), (20, 27)), ((40, 46), (20, 26))],
         "a-domain": [((20, 24), (5, 9)), ((10, 13), (12, 16))],
@@ -105,6 +111,8 @@ class _Labeled:
     names: list[str]
     endmembers: np.ndarray | None = None       # given end members (None: class means)
     source: str = ""
+    outliers: np.ndarray | None = None         # (rows, cols) bool: not trained on, still mapped
+    data_check: dict | None = None
 
 
 def _check_components(field: str, n: int | None, pixels: int, channels: int) -> None:
@@ -153,17 +161,29 @@ def _load_endmembers(path: str, steps: int) -> np.ndarray:
 
 
 def _prepare_pzt(recipe: Recipe, data_file: str | None):
+    """The BEPS loops: loaded, checked (datasets.loop_preprocess), outliers masked out of the labels."""
     from inverscope.datasets.io.beps import load_beps, load_example
+    from inverscope.datasets.loop_preprocess import prepare_loops
     from inverscope.datasets.preprocess import interpolate_nonfinite
 
     cfg = recipe.pzt
     path = data_file or cfg.file
     data = load_example("pzt_piezoresponse") if path is None else \
-        load_beps(path, channel=cfg.channel, voltage_key=cfg.voltage_key)
-    loops = interpolate_nonfinite(data.loops)
+        load_beps(path, channel=cfg.channel, voltage_key=cfg.voltage_key, component=cfg.component)
+    threshold = cfg.outlier_threshold if cfg.outlier_threshold is not None else math.inf
+    prep = prepare_loops(data.loops, data.voltage, scaling=cfg.scaling, outlier_threshold=threshold)
+    loops = interpolate_nonfinite(np.where(prep.outliers.reshape(data.loops.shape[:2])[..., None]
+                                           & ~np.isfinite(data.loops), 0.0, data.loops))
+    per_pixel = prep.report["scaling"]["chosen"] == "per_pixel"
+    if per_pixel:              # shapes, not amplitudes: each loop over its amplitude (relative to the median)
+        loops = loops / (prep.scale / np.median(prep.scale[~prep.outliers])).reshape(loops.shape[:2])[..., None]
     mask, names = labels_to_mask(cfg.labels, loops.shape[:2], field="pzt.labels")
+    outliers = prep.outliers.reshape(loops.shape[:2])
+    mask = np.where(outliers, -1, mask)                   # outlier pixels are not trained on
     w = None if cfg.endmembers_file is None else _load_endmembers(cfg.endmembers_file, loops.shape[-1])
-    lab = _Labeled(loops, mask, names, w, data.source)
+    if w is not None and per_pixel:
+        w = w / (np.percentile(w, 95, axis=1) - np.percentile(w, 5, axis=1))[:, None] * np.median(prep.scale[~prep.outliers])
+    lab = _Labeled(loops, mask, names, w, data.source, outliers, prep.report)
     _check_recognition(recipe, "pzt", lab)
     return data, lab
 
@@ -255,16 +275,19 @@ def _synthetic(recipe: Recipe, scan, lab: _Labeled, timings: dict, log) -> tuple
 
 def _pzt_metrics(recipe: Recipe, data, lab: _Labeled, pred: np.ndarray, imager, unmix, w_names: list[str]) -> dict:
     labeled = lab.mask >= 0
+    inl = ~lab.outliers
     from_classes = recipe.pzt.endmembers_file is None
     m = {"source": data.source, "shape": list(lab.cube.shape), "classes": lab.names,
          "n_labeled": {n: int((lab.mask == i).sum()) for i, n in enumerate(lab.names)},
-         "class_fractions": {n: float(np.mean(pred == i)) for i, n in enumerate(lab.names)},
+         "class_fractions": {n: float(np.mean(pred[inl] == i)) for i, n in enumerate(lab.names)},
          "recognition_accuracy_labeled": float(np.mean(pred[labeled] == lab.mask[labeled])),
          "recognition": _fit_summary(imager),
          "endmembers": "mean loops of the labeled classes" if from_classes else recipe.pzt.endmembers_file,
-         "endmember_names": w_names, "chi2_median": float(np.median(unmix.chi2)),
-         "chi2_p90": float(np.percentile(unmix.chi2, 90)),
-         "residual_rms_median": float(np.median(unmix.residual)),
+         "endmember_names": w_names, "chi2_median": float(np.median(unmix.chi2[inl])),
+         "chi2_p90": float(np.percentile(unmix.chi2[inl], 90)),
+         "residual_rms_median": float(np.median(unmix.residual[inl])),
+         "data_check": lab.data_check, "outlier_pixels": int(lab.outliers.sum()),
+         "chi2_median_outlier_pixels": float(np.median(unmix.chi2[~inl])) if (~inl).any() else None,
          "coefficient_medians": {n: float(np.median(unmix.coefficients[..., i])) for i, n in enumerate(w_names)}}
     if from_classes:
         m["recognition_unmixing_agreement"] = float(np.mean(unmix.coefficients.argmax(-1) == pred))
@@ -274,7 +297,10 @@ def _pzt_metrics(recipe: Recipe, data, lab: _Labeled, pred: np.ndarray, imager, 
 def _pzt(recipe: Recipe, data, lab: _Labeled, timings: dict, log) -> tuple[dict, dict]:
     from inverscope.analysis.unmixing import class_mean_spectra, nnls_unmix
 
+    from inverscope.datasets.loop_preprocess import format_check
+
     t = time.perf_counter()
+    log(format_check(lab.data_check))
     log(f"{data.source}: loops {lab.cube.shape}, recognition trained on {(lab.mask >= 0).sum()} labeled pixels")
     imager, proba = _recognize(recipe, lab)
     pred = proba.argmax(-1)
