@@ -87,7 +87,8 @@ def _component(arr: np.ndarray, component: str | None, path: Path, name: str, ex
             raise _err(path, f"component {component!r} needs a complex response; array {name!r} is real ({arr.dtype})")
         return arr
     if component is None:
-        raise _err(path, f"array {name!r} is complex ({arr.dtype}); choose component= one of {', '.join(COMPONENTS)}")
+        raise _err(path, f"array {name!r} is complex ({arr.dtype}); choose a component (component=, or "
+                         f"data.component in a recipe): {', '.join(COMPONENTS)}")
     if component == "projected":
         z = arr[np.isfinite(arr)]
         theta = 0.5 * float(np.angle(np.mean((z - z.mean()) ** 2))) if z.size else 0.0
