@@ -13,6 +13,7 @@ CASES = {
     "stack_cnn3d": ({"input_shape": [4, 9, 9], "channels": [4], "hidden": 8, "num_outputs": 3}, (2, 4, 9, 9), (2, 3)),
     "bilstm_ae": ({"steps": 16, "lstm_units": 4, "encoder_layers": 1, "decoder_layers": 1, "latent": 3}, (2, 16), None),
     "sparse_conv_ae": ({"steps": 16, "channels": [4], "latent": 3, "hidden": 8}, (2, 16), None),
+    "pca_residual_ae": ({"steps": 16, "latent": 3, "encoder_hidden": [8], "decoder_hidden": [8]}, (2, 16), None),
     "shallow_mlp": ({"inputs": 5, "outputs": 2, "hidden": [7]}, (3, 5), (3, 2)),
     "loop_cnn1d": ({"steps": 16, "outputs": 2, "channels": [4], "hidden": 8}, (3, 16), (3, 2)),
     "pattern_cnn": ({"input_size": 16, "channels": [4, 8], "hidden": 8, "outputs": 3}, (3, 16, 16), (3, 3)),

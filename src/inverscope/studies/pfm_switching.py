@@ -41,7 +41,7 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    architecture: Literal["sparse_conv_ae", "bilstm_ae"] = "sparse_conv_ae"
+    architecture: Literal["pca_residual_ae", "sparse_conv_ae", "bilstm_ae"] = "pca_residual_ae"
     config: dict = Field(default_factory=dict)
 
 

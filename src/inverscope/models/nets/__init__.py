@@ -4,11 +4,13 @@ from inverscope.models.nets.bilstm_ae import BiLSTMAutoencoder, BiLSTMAutoencode
 from inverscope.models.nets.cnn3d import StackCNN3D, StackCNN3DConfig
 from inverscope.models.nets.conv_ae import SparseConvAE, SparseConvAEConfig
 from inverscope.models.nets.pattern_cnn import PatternCNN, PatternCNNConfig
+from inverscope.models.nets.pca_residual_ae import PCAResidualAE, PCAResidualAEConfig
 from inverscope.models.nets.shallow import LoopCNN1D, LoopCNN1DConfig, ShallowMLP, ShallowMLPConfig
 
 NETS = {"stack_cnn3d": (StackCNN3D, StackCNN3DConfig),
         "bilstm_ae": (BiLSTMAutoencoder, BiLSTMAutoencoderConfig),
         "sparse_conv_ae": (SparseConvAE, SparseConvAEConfig),
+        "pca_residual_ae": (PCAResidualAE, PCAResidualAEConfig),
         "shallow_mlp": (ShallowMLP, ShallowMLPConfig),
         "loop_cnn1d": (LoopCNN1D, LoopCNN1DConfig),
         "pattern_cnn": (PatternCNN, PatternCNNConfig)}
@@ -26,6 +28,6 @@ def build_net(name: str, config: dict):
 
 
 __all__ = ["NETS", "StackCNN3D", "StackCNN3DConfig", "BiLSTMAutoencoder", "BiLSTMAutoencoderConfig",
-           "SparseConvAE", "SparseConvAEConfig",
+           "SparseConvAE", "SparseConvAEConfig", "PCAResidualAE", "PCAResidualAEConfig",
            "ShallowMLP", "ShallowMLPConfig", "LoopCNN1D", "LoopCNN1DConfig", "PatternCNN", "PatternCNNConfig",
            "build_net"]
