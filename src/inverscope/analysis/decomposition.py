@@ -8,10 +8,13 @@ of the pixels nearest each value).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF, PCA
+from sklearn.exceptions import ConvergenceWarning
 
 
 def pca_baseline(train: np.ndarray, test: np.ndarray, n: int, seed: int = 0) -> dict:
@@ -26,9 +29,12 @@ def nmf_baseline(x: np.ndarray, n: int, seed: int = 0) -> dict:
     """NMF(n) on data shifted to be non-negative: maps (n_pixels, n), components (of x - shift) and MSE."""
     shift = float(min(0.0, x.min()))
     m = NMF(n_components=n, init="nndsvda", max_iter=500, random_state=seed)
-    w = m.fit_transform(x - shift)
+    with warnings.catch_warnings(record=True) as caught:          # reported in the result, not printed
+        warnings.simplefilter("always", ConvergenceWarning)
+        w = m.fit_transform(x - shift)
     rec = w @ m.components_ + shift
-    return {"maps": w, "components": m.components_, "mse": float(np.mean((rec - x) ** 2)), "shift": shift}
+    return {"maps": w, "components": m.components_, "mse": float(np.mean((rec - x) ** 2)), "shift": shift,
+            "converged": not any(issubclass(c.category, ConvergenceWarning) for c in caught), "iterations": int(m.n_iter_)}
 
 
 def divisive_kmeans(x: np.ndarray, seed: int = 0, k: int = 2, sub_k: int = 2) -> dict:

@@ -200,6 +200,7 @@ def run_study(recipe: PFMRecipe, out_dir, *, data_file: str | None = None, log: 
     extra["kmeans"]["combined"] = _on_grid(extra["kmeans"]["combined"], inliers, len(x))
     m["pca16_heldout_mse"] = extra["pca"]["heldout_mse"]
     m["nmf_mse"] = extra["nmf"]["mse"]
+    m["nmf_converged"] = extra["nmf"]["converged"]
     m["timings_s"] = {"total_s": time.perf_counter() - t0}
     write_report(recipe, m, extra, out)
     write_json_atomic(out / "metrics.json", m)
