@@ -30,6 +30,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 
@@ -53,6 +54,34 @@ def _run(recipe: dict, out: Path, data: Path | None, base: Path) -> dict:
             "train_wall_s": m["model"]["train_wall_s"], "epochs": m["model"]["epochs"]}
 
 
+def _old_vs_new(path: Path, truth: np.ndarray) -> dict:
+    """Units-free comparison of the two rules on the other-layout file: the variance share of the true outlier
+    pixels, and PCA-16's held-out error on inlier pixels relative to those pixels' own variance (R² = 1 - that)."""
+    from sklearn.decomposition import PCA
+
+    from inverscope.datasets.io.beps import load_beps
+    from inverscope.datasets.loop_preprocess import prepare_loops
+
+    d = load_beps(path, component="projected")
+    out = {}
+    for rule, kw in (("old_global_no_mask", {"scaling": "global", "outlier_threshold": np.inf}),
+                     ("new_auto", {})):
+        p = prepare_loops(d.loops, d.voltage, **kw)
+        x = p.x.astype(np.float64)
+        perm = np.random.default_rng(0).permutation(len(x))
+        n_tr = int(round(0.8 * len(x)))
+        tr, te = np.sort(perm[:n_tr]), np.sort(perm[n_tr:])
+        fit_rows = tr[~p.outliers[tr]]
+        te_in = te[~truth[te]]
+        pca = PCA(16, random_state=0).fit(x[fit_rows])
+        rec = pca.inverse_transform(pca.transform(x[te_in]))
+        centred = x[te_in] - x[te_in].mean(axis=1, keepdims=True)
+        out[rule] = {"outlier_variance_share": float((x[truth] ** 2).sum() / (x ** 2).sum()),
+                     "pca16_heldout_inlier_relative_mse": float(np.mean((rec - x[te_in]) ** 2) / np.mean(centred ** 2)),
+                     "pixels_fitted": int(len(fit_rows))}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipe", default="recipes/pfm_switching.yaml")
@@ -74,9 +103,12 @@ def main() -> None:
             runs[key] = _run(recipe, tmp / key, data, tmp)
             print(json.dumps(runs[key], indent=1), flush=True)
         runs["other_layout"]["true_outlier_fraction"] = float(s["outliers"].mean())
+        comparison = _old_vs_new(other, s["outliers"].ravel())
+        print(json.dumps(comparison, indent=1), flush=True)
     load = os.getloadavg()
     result = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "load_average_after": list(load), "recipe": args.recipe, "runs": runs}
+              "load_average_after": list(load), "recipe": args.recipe, "runs": runs,
+              "other_layout_old_vs_new_rule": comparison}
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
