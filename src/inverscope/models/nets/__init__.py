@@ -3,6 +3,8 @@
 from inverscope.models.nets.bilstm_ae import BiLSTMAutoencoder, BiLSTMAutoencoderConfig
 from inverscope.models.nets.cnn3d import StackCNN3D, StackCNN3DConfig
 from inverscope.models.nets.conv_ae import SparseConvAE, SparseConvAEConfig
+from inverscope.models.nets.pattern_classifiers import (PolarizationCNN, PolarizationCNNConfig, ResNetPatternNet,
+                                                        ResNetPatternNetConfig, VGGPatternNet, VGGPatternNetConfig)
 from inverscope.models.nets.pattern_cnn import PatternCNN, PatternCNNConfig
 from inverscope.models.nets.pca_residual_ae import PCAResidualAE, PCAResidualAEConfig
 from inverscope.models.nets.shallow import LoopCNN1D, LoopCNN1DConfig, ShallowMLP, ShallowMLPConfig
@@ -13,7 +15,10 @@ NETS = {"stack_cnn3d": (StackCNN3D, StackCNN3DConfig),
         "pca_residual_ae": (PCAResidualAE, PCAResidualAEConfig),
         "shallow_mlp": (ShallowMLP, ShallowMLPConfig),
         "loop_cnn1d": (LoopCNN1D, LoopCNN1DConfig),
-        "pattern_cnn": (PatternCNN, PatternCNNConfig)}
+        "pattern_cnn": (PatternCNN, PatternCNNConfig),
+        "vgg_pattern": (VGGPatternNet, VGGPatternNetConfig),
+        "resnet_pattern": (ResNetPatternNet, ResNetPatternNetConfig),
+        "polarization_cnn": (PolarizationCNN, PolarizationCNNConfig)}
 
 
 def build_net(name: str, config: dict):
@@ -30,4 +35,5 @@ def build_net(name: str, config: dict):
 __all__ = ["NETS", "StackCNN3D", "StackCNN3DConfig", "BiLSTMAutoencoder", "BiLSTMAutoencoderConfig",
            "SparseConvAE", "SparseConvAEConfig", "PCAResidualAE", "PCAResidualAEConfig",
            "ShallowMLP", "ShallowMLPConfig", "LoopCNN1D", "LoopCNN1DConfig", "PatternCNN", "PatternCNNConfig",
-           "build_net"]
+           "VGGPatternNet", "VGGPatternNetConfig", "ResNetPatternNet", "ResNetPatternNetConfig",
+           "PolarizationCNN", "PolarizationCNNConfig", "build_net"]
