@@ -233,6 +233,20 @@ def npy(tmp, shape, name="data.npy"):
     return p
 
 
+def loops_npz(tmp, *, ramp=False, complex_values=False, zeros=False, name="loops.npz"):
+    """A small BEPS file: a closed 0 -> +5 -> -5 -> 0 waveform unless `ramp`."""
+    v = np.linspace(-5, 5, 32) if ramp else 5 * np.sin(np.linspace(0, 2 * np.pi, 32, endpoint=False))
+    loops = np.tanh(v + np.where(np.gradient(v) > 0, -1, 1))[None, None] * np.ones((6, 6, 1))
+    loops = loops + 0.01 * np.random.default_rng(0).standard_normal(loops.shape)
+    if zeros:
+        loops = np.zeros_like(loops)
+    if complex_values:
+        loops = loops * np.exp(0.3j)
+    p = tmp / name
+    np.savez(p, loops=loops, voltage=v)
+    return p
+
+
 def text_file(tmp, name="notes.txt", text="these are not loops\n1 2 3\n"):
     p = tmp / name
     p.write_text(text)
@@ -402,6 +416,12 @@ case("pfm-data-missing", lambda t, a: run(t, PFM, "--data", t / "nope.h5"), "nop
 case("pfm-data-not-beps", lambda t, a: run(t, PFM, "--data", text_file(t)), "notes.txt")
 case("pfm-data-garbage-h5", lambda t, a: (t / "g.h5").write_bytes(GARBAGE) and run(t, PFM, "--data", t / "g.h5"), "g.h5")
 case("pfm-data-2d-npy", lambda t, a: run(t, PFM, "--data", npy(t, (30, 30))), "data.npy")
+case("pfm-voltage-is-a-ramp", lambda t, a: run(t, PFM, "--data", loops_npz(t, ramp=True)), "never turns around")
+case("pfm-complex-without-component", lambda t, a: run(t, PFM, "--data", loops_npz(t, complex_values=True)),
+     "component")
+case("pfm-unknown-component", lambda t, a: run(t, patched(PFM, "data.component", "modulus"), "--data",
+                                                loops_npz(t, complex_values=True)), "data.component")
+case("pfm-loops-all-outliers", lambda t, a: run(t, PFM, "--data", loops_npz(t, zeros=True)), "outlier")
 case("pfm-out-is-file", lambda t, a: run(t, PFM, out=file_out(t)), "taken.txt")
 case("pfm-out-readonly", lambda t, a: run(t, PFM, out=readonly_out(t)), "out")
 case("pfm-bad-data-existing-out", lambda t, a: (t / "old").mkdir() or (t / "old" / "metrics.json").write_text("{}")
@@ -419,6 +439,9 @@ case("ising-absurd-loops", lambda t, a: run(t, patched(ISING, "loops.num_loops",
 case("ising-data-missing", lambda t, a: run(t, ISING, "--data", t / "nope.mat"), "nope.mat")
 case("ising-data-not-beps", lambda t, a: run(t, ISING, "--data", text_file(t)), "notes.txt")
 case("ising-data-2d-npy", lambda t, a: run(t, ISING, "--data", npy(t, (30, 30))), "data.npy")
+case("ising-voltage-is-a-ramp", lambda t, a: run(t, ISING, "--data", loops_npz(t, ramp=True)), "never turns around")
+case("ising-complex-without-component", lambda t, a: run(t, ISING, "--data", loops_npz(t, complex_values=True)),
+     "component")
 case("ising-out-is-file", lambda t, a: run(t, ISING, out=file_out(t)), "taken.txt")
 
 # ---- run recognition_imaging
