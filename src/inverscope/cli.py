@@ -211,7 +211,7 @@ def campaign(config: Path = typer.Argument(..., help="campaign YAML, or a study 
              no_resource_check: bool = NO_RESOURCE_CHECK) -> None:
     """Simulate a campaign into a resumable Zarr store (interrupt and rerun to resume).
 
-    The config's `kind` picks the job (a LAO/STO campaign by default, or `pacbed_library`).
+    The config's `kind` picks the job (a LAO/STO campaign by default, `pacbed_library`, or `polar_4d`).
     A rerun verifies every item already stored and simulates damaged or missing ones again.
     """
     from inverscope.core.config import validate

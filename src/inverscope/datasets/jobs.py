@@ -10,6 +10,7 @@ from inverscope.core.errors import InverscopeError
 JOB_KINDS = {
     "lao_sto": ("inverscope.datasets.campaign", "CampaignConfig", "CampaignJob"),
     "pacbed_library": ("inverscope.datasets.pacbed_library", "PACBEDLibraryConfig", "PACBEDLibraryJob"),
+    "polar_4d": ("inverscope.datasets.polar_campaign", "PolarCampaignConfig", "PolarCampaignJob"),
 }
 DEFAULT_KIND = "lao_sto"
 
