@@ -39,20 +39,13 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from inverscope.core.config import validate  # noqa: E402
+from inverscope.models.nets import NETS  # noqa: E402
 from inverscope.models.nets.pattern_classifiers import (  # noqa: E402
     SHIPPED,
-    PolarizationCNN,
-    PolarizationCNNConfig,
-    ResNetPatternNet,
-    ResNetPatternNetConfig,
-    VGGPatternNet,
-    VGGPatternNetConfig,
     count_parameters,
 )
 
-CLASSES = {"polarization_cnn": (PolarizationCNN, PolarizationCNNConfig),
-           "vgg_pattern": (VGGPatternNet, VGGPatternNetConfig),
-           "resnet_pattern": (ResNetPatternNet, ResNetPatternNetConfig)}
+CLASSES = {name: NETS[name] for name in ("polarization_cnn", "vgg_pattern", "resnet_pattern")}
 BATCH, SIZE, WARMUP_BATCH, MAX_REPEATS, MIN_REPEATS = 256, 64, 32, 5, 2
 OUT = Path(__file__).parent / "results" / "pattern_classifier_speed.json"
 

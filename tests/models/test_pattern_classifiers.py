@@ -10,18 +10,10 @@ from inverscope.core.errors import ConfigError
 from inverscope.models.nets import NETS, build_net
 from inverscope.models.nets.pattern_classifiers import (
     SHIPPED,
-    PolarizationCNN,
-    PolarizationCNNConfig,
-    ResNetPatternNet,
-    ResNetPatternNetConfig,
-    VGGPatternNet,
-    VGGPatternNetConfig,
     count_parameters,
 )
 
-CLASSES = {"polarization_cnn": (PolarizationCNN, PolarizationCNNConfig),
-           "vgg_pattern": (VGGPatternNet, VGGPatternNetConfig),
-           "resnet_pattern": (ResNetPatternNet, ResNetPatternNetConfig)}
+CLASSES = {name: NETS[name] for name in ("polarization_cnn", "vgg_pattern", "resnet_pattern")}
 
 #: small variants of every architecture (id -> (registered name, config))
 SMALL = {

@@ -159,8 +159,10 @@ class _PatternNet(nn.Module):
     config: _HeadConfig
     feature_dim: int
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in_channels, n, n) -> globally pooled features (batch, feature_dim) of ``self.encoder``
+        (VGG, ResNet; the custom CNN flattens instead)."""
+        return self.encoder(x).mean(dim=(-2, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, in_channels, n, n) or (batch, n, n) -> (batch, outputs); see the module docstring."""
@@ -293,10 +295,6 @@ class VGGPatternNet(_PatternNet):
         self.head = _Head(c_in, c)
         _init_weights(self)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, in_channels, n, n) -> globally pooled features (batch, feature_dim)."""
-        return self.encoder(x).mean(dim=(-2, -1))
-
 
 # --------------------------------------------------------------------------- ResNet
 
@@ -400,10 +398,6 @@ class ResNetPatternNet(_PatternNet):
         self.feature_dim = c_in
         self.head = _Head(c_in, c)
         _init_weights(self)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, in_channels, n, n) -> globally pooled features (batch, feature_dim)."""
-        return self.encoder(x).mean(dim=(-2, -1))
 
 
 # --------------------------------------------------------------------------- helpers
