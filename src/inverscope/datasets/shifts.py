@@ -39,6 +39,7 @@ from scipy import linalg, ndimage as ndi, stats
 
 from inverscope.core.config import StrictModel, validate
 from inverscope.core.errors import InverscopeError, field_error
+from inverscope.datasets.degrade import regrid
 
 
 class ShiftSpec(StrictModel):
@@ -136,16 +137,6 @@ def descan_at(spec: ShiftSpec, scan_shape: tuple[int, int] | None, index: int) -
     return float(dr), float(dc)
 
 
-def _geometry(img: np.ndarray, base_r: np.ndarray, base_c: np.ndarray, cos_a: float, sin_a: float,
-              shift: tuple[float, float], order: int) -> np.ndarray:
-    """Turn `img` counter-clockwise about (ky // 2, kx // 2) and move it by `shift` (one interpolation)."""
-    rows, cols = base_r - shift[0], base_c - shift[1]
-    cy, cx = img.shape[0] // 2, img.shape[1] // 2
-    src_r = np.round(rows * cos_a + cols * sin_a + cy, 9)   # exact grid points stay exact (integer shifts, 90 deg)
-    src_c = np.round(cols * cos_a - rows * sin_a + cx, 9)
-    return ndi.map_coordinates(img, [src_r, src_c], order=order, mode="constant", cval=0.0, prefilter=order > 1)
-
-
 def iter_shifted(patterns: np.ndarray, spec: ShiftSpec | Mapping, *, scan_shape=None, chunk_size: int = 256,
                  order: Literal[1, 3] = 3) -> Iterator[tuple[slice, np.ndarray]]:
     """Shift patterns chunk by chunk: yields ``(flat slice, shifted chunk of shape (m, ky, kx))``.
@@ -162,10 +153,6 @@ def iter_shifted(patterns: np.ndarray, spec: ShiftSpec | Mapping, *, scan_shape=
         raise field_error("chunk_size", chunk_size, "must be >= 1", InverscopeError)
     ky, kx = patterns.shape[-2:]
     flat = patterns.reshape(n, ky, kx)
-    a = math.radians(spec.detector_rotation_deg)
-    cos_a, sin_a = math.cos(a), math.sin(a)
-    base_r = (np.arange(ky) - ky // 2)[:, None] * np.ones((1, kx))
-    base_c = np.ones((ky, 1)) * (np.arange(kx) - kx // 2)[None, :]
     for start in range(0, n, int(chunk_size)):
         stop = min(n, start + int(chunk_size))
         chunk = np.array(flat[start:stop], dtype=np.float64)
@@ -177,7 +164,10 @@ def iter_shifted(patterns: np.ndarray, spec: ShiftSpec | Mapping, *, scan_shape=
         for m in range(stop - start):
             img = chunk[m]
             if spec.has_geometry:
-                img = _geometry(img, base_r, base_c, cos_a, sin_a, descan_at(spec, scan, start + m), order)
+                # turned about (ky // 2, kx // 2) and moved by the descan, in one interpolation
+                dr, dc = descan_at(spec, scan, start + m)
+                img = regrid(img, 1.0, (ky, kx), 1.0, out_centre_px=(ky // 2 + dr, kx // 2 + dc),
+                             rotation_deg=spec.detector_rotation_deg, order=order).astype(np.float64)
             if spec.dose_e_per_pattern is not None:
                 if totals[m] <= 0:
                     raise field_error("patterns", f"pattern {start + m} sums to {totals[m]:.3g}",
