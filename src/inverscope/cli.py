@@ -266,6 +266,8 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
                                                      "a time (bounds memory; default 8)"),
             bin_factor: Optional[int] = typer.Option(None, "--bin", min=1, help="stack models: bin detector pixels by "
                                                      "this factor first (default 1)"),
+            crop: Optional[int] = typer.Option(None, "--crop", min=1, help="polarization models: keep the centred "
+                                               "N x N detector px (after --bin); N must be the model's pattern side"),
             thickness_index: Optional[int] = typer.Option(None, "--thickness-index",
                                                           help="thickness of a simulated store (default: the last)"),
             mc_dropout: Optional[int] = typer.Option(None, "--mc-dropout", min=0, help="stochastic passes for the "
@@ -281,8 +283,8 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
             summary = predict_files(model, data, out, progress=progress, semiangle_mrad=semiangle_mrad,
                                     energy_kev=energy_kev, mrad_per_px=mrad_per_px, window=window, library=library,
                                     disc_radius_px=disc_radius_px, axis=axis, stride=stride, chunk_rows=chunk_rows,
-                                    bin_factor=bin_factor, thickness_index=thickness_index, mc_dropout=mc_dropout,
-                                    device=device)
+                                    bin_factor=bin_factor, crop=crop, thickness_index=thickness_index,
+                                    mc_dropout=mc_dropout, device=device)
     except InverscopeError as err:
         _fail(err)
     wall = summary.get("wall_s", (summary.get("timings_s") or {}).get("total", 0.0))

@@ -267,14 +267,16 @@ STACK_OPTIONS = {"axis": 1, "stride": 1, "chunk_rows": 8, "bin_factor": 1, "thic
 FLAGS = {"axis": "--axis", "stride": "--stride", "chunk_rows": "--chunk-rows", "bin_factor": "--bin",
          "thickness_index": "--thickness-index", "mc_dropout": "--mc-dropout", "device": "--device",
          "semiangle_mrad": "--semiangle-mrad", "energy_kev": "--energy-kev", "mrad_per_px": "--mrad-per-px",
-         "window": "--window", "library": "--library", "disc_radius_px": "--disc-radius-px"}
+         "window": "--window", "library": "--library", "disc_radius_px": "--disc-radius-px", "crop": "--crop"}
 
 
 def predict_files(model_path, data_paths, out_dir, *, progress=None, **options) -> dict:
     """``inverscope predict``: dispatch on the model's task; options given as None were not given.
 
     A PACBED model (task ``pacbed``) reads any number of image and 4D-STEM files
-    (:func:`inverscope.analysis.pacbed_predict.predict_pacbed`); any other model is a stack model that
+    (:func:`inverscope.analysis.pacbed_predict.predict_pacbed`); a polarization model (task
+    ``polarization``) maps one 4D-STEM scan or polar 4D-STEM store
+    (:func:`inverscope.analysis.polar_predict.predict_polarization`); any other model is a stack model that
     maps one 4D-STEM dataset (:func:`predict_to_dir`). Options the model's kind does not use are refused.
     """
     from inverscope.core.io import check_output_path
@@ -288,6 +290,14 @@ def predict_files(model_path, data_paths, out_dir, *, progress=None, **options) 
 
         _refuse(given, PACBED_OPTIONS, f"a PACBED model ({model_path})")
         return predict_pacbed(model_path, list(data_paths), out_dir, progress=progress, **given)
+    if meta.get("task") == "polarization":
+        from inverscope.analysis.polar_predict import POLAR_OPTIONS, predict_polarization
+
+        _refuse(given, POLAR_OPTIONS, f"a polarization model ({model_path})")
+        if len(data_paths) != 1:
+            raise InverscopeError(f"DATA: got {len(data_paths)} files; a polarization model ({model_path}) maps one "
+                                  "4D-STEM dataset per run: give one file, or run predict once per file")
+        return predict_polarization(model_path, data_paths[0], out_dir, progress=progress, **given)
     _refuse(given, STACK_OPTIONS, f"a {meta.get('architecture')} model of task {meta.get('task')!r} ({model_path})")
     if len(data_paths) != 1:
         raise InverscopeError(f"DATA: got {len(data_paths)} files; a {meta.get('architecture')} model "

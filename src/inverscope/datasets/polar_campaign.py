@@ -122,6 +122,10 @@ class PolarCampaignConfig(StrictModel):
     # ---- microscope
     energy_kev: float = Field(200.0, gt=0, le=1000, description="accelerating voltage [kV], (0, 1000]")
     semiangle_mrad: float = Field(24.0, gt=0, le=100, description="convergence semiangle [mrad], (0, 100]")
+    defocus_angstrom: float = Field(0.0, ge=-5000, le=5000, description="probe defocus [Å] (positive: underfocus, "
+                                    "the engine's convention), [-5000, 5000]")
+    tilt_mrad: tuple[float, float] = Field((0.0, 0.0), description="crystal tilt (x, y) [mrad] off [001]pc, "
+                                           "each within the engine's limit")
     # ---- scan
     positions_per_cell: int = Field(4, ge=1, le=64, description="probe positions per pc cell along x and y, 1..64")
     scan_area: Literal["cell", "supercell"] = Field("supercell", description="one pc cell or the whole supercell")
@@ -234,21 +238,62 @@ def build_simulation(cfg: PolarCampaignConfig, index: int, device: str | None = 
     """The 4D-STEM simulation of variant `index` (checks everything, simulates nothing)."""
     atoms = build_atoms(cfg, index)
     cell = _cell(atoms, cfg)
-    extent = tuple(cell[:2] * cfg.repeat_xy)
+    extent = np.asarray(cell[:2] * cfg.repeat_xy)
+    k = int(round(np.sqrt(len(cfg.scan_fractions()))))
+    scan = Scan(cfg.scan_fractions() * extent[None], (k, k))
+    phonon_seed = int(sample_rng(cfg.seed, index, 1).integers(2**31))
+    return _simulation(cfg, atoms, cell, scan, phonon_seed, cfg.variants[index], device)
+
+
+def _simulation(cfg: PolarCampaignConfig, atoms, cell, scan: Scan, phonon_seed: int, what: str,
+                device: str | None) -> MultisliceSimulation:
+    extent = tuple(np.diag(np.asarray(atoms.cell[:], float))[:2])
     grid = Grid.from_gpts(extent, cfg.gpts) if cfg.gpts else Grid.from_sampling(extent, cfg.sampling_angstrom)
-    probe = Probe(cfg.energy_kev * 1e3, cfg.semiangle_mrad)
-    _check_detector(cfg, grid, probe.wavelength_angstrom, cfg.variants[index])
+    probe = Probe(cfg.energy_kev * 1e3, cfg.semiangle_mrad, defocus_angstrom=cfg.defocus_angstrom)
+    _check_detector(cfg, grid, probe.wavelength_angstrom, what)
     potential = PotentialBuilder(atoms, grid, slice_thickness_angstrom=cell[2] / cfg.slices_per_cell)
     phonons = None
     if cfg.phonon_configs > 0:
-        phonons = FrozenPhonons(cfg.phonon_sigmas_angstrom, cfg.phonon_configs,
-                                int(sample_rng(cfg.seed, index, 1).integers(2**31)))
-    k = int(round(np.sqrt(len(cfg.scan_fractions()))))
-    scan = Scan(cfg.scan_fractions() * np.asarray(extent)[None], (k, k))
+        phonons = FrozenPhonons(cfg.phonon_sigmas_angstrom, cfg.phonon_configs, phonon_seed)
     exits = np.asarray(cfg.exit_cells(), float) * cell[2]
     return MultisliceSimulation(potential, probe, scan, cfg.detector(), thicknesses_angstrom=exits, phonons=phonons,
                                 device=str(resolve_device(device or cfg.compute.device)),
-                                memory_budget_mb=cfg.compute.memory_budget_mb)
+                                memory_budget_mb=cfg.compute.memory_budget_mb, tilt_mrad=cfg.tilt_mrad)
+
+
+def simulate_structure(cfg: PolarCampaignConfig, atoms, positions_per_cell: int, *, seed: int = 0,
+                       device: str | None = None) -> np.ndarray:
+    """4D-STEM of any pc supercell (a defect scene of :mod:`~inverscope.physics.structures.polar_defects`).
+
+    `atoms` has an orthogonal cell of ``nx x ny x nz`` pc cells (``atoms.info['defects'][0]``
+    names them, as :func:`~inverscope.physics.structures.polar_defects.polar_domains` writes) and
+    is at least as thick as the last exit of `cfg`. The probe visits the positions of
+    :func:`~inverscope.physics.structures.polar_defects.truth_masks`: ``((j + 0.5) / ppc, (i + 0.5) /
+    ppc)`` pc cells for scan row ``i`` (y) and column ``j`` (x). Microscope, detector, exits and
+    phonons are those of `cfg` (its specimen fields are not used); `seed` seeds the phonons.
+
+    Returns
+    -------
+    float32 ``(exits, ny * ppc, nx * ppc, P, P)``
+    """
+    rec = (atoms.info.get("defects") or [{}])[0]
+    try:
+        nx, ny, nz = int(rec["nx"]), int(rec["ny"]), int(rec["nz"])
+    except (KeyError, TypeError, ValueError):
+        raise InverscopeError("atoms: no 'domains' record in atoms.info['defects']; build it with "
+                              "polar_defects.polar_domains") from None
+    if nz < max(cfg.exit_cells()):
+        raise InverscopeError(f"atoms: {nz} pc cells thick; the last exit of the config needs {max(cfg.exit_cells())}")
+    cell = np.diag(np.asarray(atoms.cell[:], float)) / np.array([nx, ny, nz])
+    ppc = int(positions_per_cell)
+    rows, cols = ny * ppc, nx * ppc
+    ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    pos = np.stack([(jj.ravel() + 0.5) / ppc * cell[0], (ii.ravel() + 0.5) / ppc * cell[1]], axis=1)
+    sim = _simulation(cfg, atoms, cell, Scan(pos), int(seed), "the structure", device)
+    out = np.empty((len(sim.exit_slices), len(pos), *sim.plan.shape), np.float32)
+    for start, stop, batch in sim.iter_batches():
+        out[:, start:stop] = np.swapaxes(batch, 0, 1)
+    return out.reshape(len(sim.exit_slices), rows, cols, *sim.plan.shape)
 
 
 def simulate_variant(cfg: PolarCampaignConfig, index: int, device: str | None = None) -> np.ndarray:
@@ -362,4 +407,4 @@ def run_polar_campaign(cfg: PolarCampaignConfig, path, *, scheduler: str | None 
 
 
 __all__ = ["PolarCampaignConfig", "PolarCampaignJob", "DEFAULT_SIGMAS_ANGSTROM", "build_atoms", "build_simulation",
-           "simulate_variant", "estimate_resources", "read_item", "run_polar_campaign", "SCHEMA"]
+           "simulate_variant", "simulate_structure", "estimate_resources", "read_item", "run_polar_campaign", "SCHEMA"]
