@@ -134,3 +134,31 @@ def test_variants_of_one_projection_class_give_the_same_static_patterns():
     in its half-cell slice): [101] and [10-1] share class [100] down [001]pc and their patterns."""
     cfg = PolarCampaignConfig.model_validate({**TINY, "variants": ["[101]", "[10-1]"], "thicknesses_nm": [2]})
     assert np.array_equal(simulate_variant(cfg, 0, "cpu"), simulate_variant(cfg, 1, "cpu"))
+
+
+def test_structure_scan_repeats_with_the_lattice_and_follows_truth_mask_positions():
+    """simulate_structure puts probe (i, j) at ((j + 1/2) / ppc, (i + 1/2) / ppc) cells: on a single-variant
+    KNbO3 domain, positions one pc cell apart see the same crystal, so their patterns agree."""
+    from inverscope.datasets.polar_campaign import simulate_structure
+    from inverscope.physics.structures.polar_defects import polar_domains
+
+    cfg = PolarCampaignConfig.model_validate({**TINY, "repeat_xy": 2, "thicknesses_nm": [2],
+                                              "detector_sampling_mrad": 3.2})
+    atoms = polar_domains(np.full((2, 2), "[110]", dtype=object), cfg.exit_cells()[0])
+    p = simulate_structure(cfg, atoms, 2)
+    assert p.shape == (1, 4, 4, 16, 16)
+    scale = p.max()
+    np.testing.assert_allclose(p[0, :2], p[0, 2:], atol=1e-5 * scale)       # one cell along y
+    np.testing.assert_allclose(p[0, :, :2], p[0, :, 2:], atol=1e-5 * scale)  # one cell along x
+    assert np.abs(p[0, 0, 0] - p[0, 0, 1]).max() > 1e-2 * scale             # half a cell apart: another pattern
+    with pytest.raises(InverscopeError, match="thick"):
+        simulate_structure(cfg, polar_domains(np.full((2, 2), "[110]", dtype=object), 1), 2)
+
+
+def test_defocus_and_tilt_reach_the_simulation():
+    from inverscope.datasets.polar_campaign import build_simulation
+
+    cfg = PolarCampaignConfig.model_validate({**TINY, "defocus_angstrom": 50, "tilt_mrad": [2, 0]})
+    sim = build_simulation(cfg, 0)
+    assert sim.probe.defocus_angstrom == 50 and sim.tilt_mrad == (2.0, 0.0)
+    assert cfg.config_hash() != PolarCampaignConfig.model_validate(TINY).config_hash()

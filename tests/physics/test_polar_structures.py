@@ -142,3 +142,24 @@ def test_orthogonal_strain_is_simulable_and_full_is_not():
         assert atoms.info["strain_model"] == "orthogonal"
     with pytest.raises(InverscopeError):
         validate_atoms(polar_perovskite("[110]"))  # the exact Amm2 cell is sheared in the pc frame
+
+
+def test_amplitudes_from_a_user_cif_and_refusals(tmp_path):
+    from importlib import resources
+
+    import ase.build
+    import ase.io
+
+    from inverscope.core.errors import StructureError
+    from inverscope.physics.structures.polar import _cif_path, amplitudes_from_cif, knbo3_amplitudes
+
+    with resources.as_file(_cif_path()) as p:
+        assert amplitudes_from_cif(p) == knbo3_amplitudes()
+    ase.io.write(tmp_path / "cu.cif", ase.build.bulk("Cu", "fcc", a=3.6))
+    with pytest.raises(StructureError, match=r"space group Fm-3m \(No. 225\); the polar builder needs Amm2"):
+        amplitudes_from_cif(tmp_path / "cu.cif")
+    (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a 4\nloop_\n_atom_site_label\n garbage ( \n")
+    with pytest.raises(StructureError, match="not a readable CIF"):
+        amplitudes_from_cif(tmp_path / "bad.cif")
+    with pytest.raises(StructureError, match="no such file"):
+        amplitudes_from_cif(tmp_path / "none.cif")

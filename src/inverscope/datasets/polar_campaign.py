@@ -86,7 +86,7 @@ from inverscope.physics.multislice.potentials import PotentialBuilder
 from inverscope.physics.multislice.probe import Probe
 from inverscope.physics.multislice.scan import Scan
 from inverscope.physics.multislice.simulate import MultisliceSimulation
-from inverscope.physics.structures.polar import (VARIANTS, knbo3_amplitudes, parse_variant, polar_perovskite,
+from inverscope.physics.structures.polar import (VARIANTS, amplitudes_from_cif, knbo3_amplitudes, parse_variant, polar_perovskite,
                                                  projection_classes)
 
 SCHEMA = "inverscope.polar_4d/1"
@@ -112,6 +112,8 @@ class PolarCampaignConfig(StrictModel):
     # ---- specimen (see polar.polar_perovskite)
     variants: list[str] = Field(default_factory=lambda: list(VARIANTS),
                                 description="polarization variants, names of polar.VARIANTS ('[110]', '[1-10]', ...)")
+    cif: str | None = Field(None, description="an Amm2 CIF whose symmetry-mode amplitudes replace the bundled "
+                            "KNbO3 (path; checked with spglib)")
     na_fraction: float = Field(0.0, ge=0, le=1, description="fraction of A sites that are Na, 0..1")
     a_site: Literal["random", "virtual"] = "random"
     strain: Literal["orthogonal", "none"] = Field("orthogonal", description="cell model of polar.polar_perovskite")
@@ -155,6 +157,17 @@ class PolarCampaignConfig(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError(f"variants repeat: {names}")
         return names
+
+    @field_validator("cif")
+    @classmethod
+    def _cif(cls, value):
+        if value is not None:
+            amplitudes_from_cif(value)  # one line for a missing, unparseable or non-Amm2 file
+        return value
+
+    def amplitudes(self):
+        """The symmetry-mode amplitudes: of ``cif`` when given, else the bundled KNbO3."""
+        return amplitudes_from_cif(self.cif) if self.cif else knbo3_amplitudes()
 
     @field_validator("phonon_sigmas_angstrom")
     @classmethod
@@ -206,7 +219,8 @@ class PolarCampaignConfig(StrictModel):
 
 def build_atoms(cfg: PolarCampaignConfig, index: int):
     """The supercell of variant `index` (``cfg.variants[index]``), as thick as the last exit."""
-    return polar_perovskite(cfg.variants[index], cfg.repeat_xy, max(cfg.exit_cells()), na_fraction=cfg.na_fraction,
+    return polar_perovskite(cfg.variants[index], cfg.repeat_xy, max(cfg.exit_cells()), amplitudes=cfg.amplitudes(),
+                            na_fraction=cfg.na_fraction,
                             seed=sample_rng(cfg.seed, index, 0), a_site=cfg.a_site, strain=cfg.strain)
 
 

@@ -26,6 +26,7 @@ STUDIES = {
     "ising_recognition": "inverscope.studies.ising_recognition",
     "recognition_imaging": "inverscope.studies.recognition_imaging",
     "pacbed": "inverscope.studies.pacbed",
+    "knn_polarization": "inverscope.studies.knn_polarization",
 }
 DEFAULT_STUDY = "lao_sto"
 

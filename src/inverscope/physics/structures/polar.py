@@ -249,6 +249,40 @@ def _cif_amplitudes() -> PolarAmplitudes:
     return amplitudes_from_structure(read_knbo3_cif())
 
 
+def amplitudes_from_cif(path) -> PolarAmplitudes:
+    """Symmetry-mode amplitudes of an ABO3 Amm2 (No. 38) structure read from the CIF at `path`.
+
+    Raises one line (:class:`StructureError`) for a missing or unparseable file, a structure
+    spglib does not find in space group 38, or one that does not decompose into the Amm2
+    pattern (see :func:`amplitudes_from_structure`: standard setting, polar axis c).
+    """
+    import warnings
+    from pathlib import Path
+
+    import ase.io
+    import spglib
+
+    p = Path(path)
+    if not p.is_file():
+        raise StructureError(f"cif: {p}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atoms = ase.io.read(p, format="cif")
+    except Exception as err:  # ase raises many types on malformed CIFs
+        raise StructureError(f"cif: {p}: not a readable CIF ({type(err).__name__}: {str(err).splitlines()[0][:80] if str(err) else 'no detail'})") from None
+    cell = (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers)
+    sg = spglib.get_symmetry_dataset(cell, symprec=1e-3)
+    number = getattr(sg, "number", None) if sg is not None else None
+    if number != 38:
+        name = getattr(sg, "international", "?") if sg is not None else "?"
+        raise StructureError(f"cif: {p}: space group {name} (No. {number}); the polar builder needs Amm2 (No. 38)")
+    try:
+        return amplitudes_from_structure(atoms)
+    except StructureError as err:
+        raise StructureError(f"cif: {p}: {err}") from None
+
+
 def knbo3_amplitudes() -> PolarAmplitudes:
     """Amplitudes of the bundled KNbO3 Amm2 CIF (the builder's defaults).
 
