@@ -110,7 +110,7 @@ class TrainingSpec(StrictModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     max_minutes: float | None = Field(None, gt=0, description="wall-clock budget per network")
-    device: str = "cpu"
+    device: str = Field("cpu", description="torch device for training, or auto (cuda when there is one)")
 
 
 class BaselineSpec(StrictModel):
@@ -546,6 +546,7 @@ def _train_all(recipe, train, xtr, val, inputs, conditions, com_train, out, log,
     import torch
 
     from inverscope.analysis.polar_models import polar_metadata
+    from inverscope.core.device import resolve_device
     from inverscope.models.io import save_model
     from inverscope.training.regimes import RegimeConfig, fit_regime, predict_classes
 
@@ -560,7 +561,7 @@ def _train_all(recipe, train, xtr, val, inputs, conditions, com_train, out, log,
         net = _net(spec, regime, size, n_classes)
         cfg = RegimeConfig(regime=regime, n_classes=n_classes, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
                            weight_decay=tr.weight_decay, filtering=filt, seed=seed, max_minutes=tr.max_minutes,
-                           device=tr.device)
+                           device=str(resolve_device(tr.device)))
         log(f"[{i + 1}/{len(combos)}] training {key} seed {seed}")
         res = fit_regime(net, xtr[~val], train["y"][~val], xtr[val], train["y"][val], cfg,
                          com_magnitude=mag[~val] if filt else None, com_groups=train["scan"][~val] if filt else None,
@@ -585,6 +586,18 @@ def _train_all(recipe, train, xtr, val, inputs, conditions, com_train, out, log,
                                       class_labels=train["class_labels"],
                                       extra={"study": "knn_polarization", "recipe": recipe.name}))
     return {"runs": runs, "first": first, "accuracy": acc}
+
+
+def _forward(net, x: np.ndarray, fn=None, batch: int = 512) -> np.ndarray:
+    """``fn`` (default: the net itself) on patterns ``(n, P, P)`` in batches, on the net's device; numpy out."""
+    import torch
+
+    dev = next(net.parameters()).device
+    fn = fn or net
+    net.eval()
+    with torch.inference_mode():
+        return torch.cat([fn(torch.from_numpy(x[i:i + batch])[:, None].to(dev)).float().cpu()
+                          for i in range(0, len(x), batch)]).numpy()
 
 
 def _stat(values) -> dict:
@@ -620,7 +633,6 @@ def _headline(acc: dict) -> dict:
 def _gap(recipe, xtr, inputs, accuracy, nets) -> dict:
     """Unsupervised gap per condition on input PCA features and on each first network's features,
     and how well each ranks the mean accuracy drop of the networks."""
-    import torch
     from sklearn.decomposition import PCA
 
     from inverscope.datasets.shifts import gap_score, rank_agreement
@@ -638,9 +650,7 @@ def _gap(recipe, xtr, inputs, accuracy, nets) -> dict:
             net = f["net"]
 
             def embed(x, net=net):
-                with torch.inference_mode():
-                    return torch.cat([net.features(torch.from_numpy(x[i:i + 512])[:, None])
-                                      for i in range(0, len(x), 512)]).numpy()
+                return _forward(net, x, net.features)
             feats[key.split("/")[0]] = embed
     out = {"method": method, "accuracy_drop_mean_networks": drops, "scores": {}, "rank_agreement": {}}
     for fname, fn in feats.items():
@@ -752,8 +762,7 @@ def _defects(recipe, test_cfg, nets, xtr, mean, std, out, log) -> dict:
             c, conf, ang = predict_classes(net, x, res)
             kwargs = {"labels": c.reshape(rows, cols), "patterns": x.reshape(rows * cols, -1),
                       "patterns_train": train_flat}
-            with torch.inference_mode():
-                o = torch.cat([net(torch.from_numpy(x[i:i + 512])[:, None]) for i in range(0, len(x), 512)])
+            o = torch.from_numpy(_forward(net, x))
             if res.regime == "classification":
                 kwargs["proba"] = F.softmax(o, 1).numpy().reshape(rows, cols, -1)
             elif res.regime == "prototype":
