@@ -49,19 +49,17 @@ def _num(v, fmt: str = ".3f") -> str:
     return format(v, fmt) if _finite(v) else "—"
 
 
-def _mean_std(s: dict | None) -> str:
+def _mean_std(s: dict | None, unit: str = "%") -> str:
     if not s or not _finite(s.get("mean")):
         return "—"
     if s.get("n_seeds", 1) > 1:
-        return f"{100 * s['mean']:.1f} ± {100 * s.get('std', 0.0):.1f}%"
-    return f"{100 * s['mean']:.1f}%"
+        return f"{100 * s['mean']:.1f} ± {100 * s.get('std', 0.0):.1f}{unit}"
+    return f"{100 * s['mean']:.1f}{unit}"
 
 
 def _class_cmap() -> ListedColormap:
     """One colour per class from a cyclic colormap (class c at angle c * 45 degrees); grey = no class."""
-    cmap = ListedColormap(plt.cm.hsv(np.arange(N_CLASSES) / N_CLASSES), name="polar_classes")
-    cmap.set_bad("0.75")
-    return cmap
+    return ListedColormap(plt.cm.hsv(np.arange(N_CLASSES) / N_CLASSES), name="polar_classes").with_extremes(bad="0.75")
 
 
 def _class_image(classes) -> np.ma.MaskedArray:
@@ -124,8 +122,7 @@ def _heatmap(acc: dict, models: list[str], conds: list[str]):
     s = np.array([[acc[m].get(c, {}).get("std", 0.0) for c in conds] for m in models], float)
     multi = np.array([[acc[m].get(c, {}).get("n_seeds", 1) > 1 for c in conds] for m in models])
     fig, ax = plt.subplots(figsize=(2.2 + 0.95 * len(conds), 1.0 + 0.42 * len(models)), layout="constrained")
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("0.85")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="0.85")
     im = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i in range(len(models)):
         for j in range(len(conds)):
@@ -456,8 +453,8 @@ def _write(recipe, metrics: dict, evaluation: dict, out) -> None:
     s = rep.section("Accuracy per test condition")
     s.table(["model", "seeds"] + cond_names,
             [[_label(m), max((v.get("n_seeds", 1) for v in acc[m].values()), default=1)]
-             + [_mean_std(acc[m].get(c)) for c in cond_names] for m in models],
-            "mean ± std over seeds (baselines are deterministic: one value)")
+             + [_mean_std(acc[m].get(c), "") for c in cond_names] for m in models],
+            "accuracy [%]: mean ± std over seeds (baselines are deterministic: one value)")
     s.table(["model"] + [c for c in cond_names if c != "in_domain"],
             [[_label(m)] + [f"{100 * acc[m][c]['drop']:+.1f}" if c in acc[m] and _finite(acc[m][c].get("drop"))
                             else "—" for c in cond_names if c != "in_domain"] for m in models],
@@ -512,12 +509,9 @@ def _write(recipe, metrics: dict, evaluation: dict, out) -> None:
         s.text("Simulated defect scenes (domain walls, vacancy columns, a rhombohedral region, a thickness step, an "
                "amorphous surface layer) read by every network (first seed); anomaly scores evaluated against the "
                "truth masks (negatives: clean positions).")
-        auroc_rows, wall_rows = [], []
+        wall_rows = []
         for name, sc in defects.items():
             for key, m in (sc.get("models") or {}).items():
-                for score, per_d in (m.get("auroc") or {}).items():
-                    auroc_rows.append([name, _label(key), score, _pct(m.get("accuracy_clean"))]
-                                      + [", ".join(f"{d} {_num(v, '.2f')}" for d, v in per_d.items())])
                 for score, per_d in (m.get("wall_errors") or {}).items():
                     for d, w in per_d.items():
                         wall_rows.append([name, _label(key), score, d, _num(w.get("median_angstrom"), ".2f"),
@@ -531,8 +525,21 @@ def _write(recipe, metrics: dict, evaluation: dict, out) -> None:
             if fig is not None:
                 s.figure(fig, f"{name} ({sc.get('rows', '?')} x {sc.get('cols', '?')} positions): ROC per defect type "
                               f"(AUROC in the legend)")
-        s.table(["scene", "model", "score", "accuracy (clean)", "AUROC per defect type"], auroc_rows,
-                "AUROC of each anomaly score (0.5 = chance)")
+        keys = list(dict.fromkeys(k for sc in defects.values() for k in (sc.get("models") or {})))
+        s.table(["model"] + list(defects),
+                [[_label(k)] + [_pct((sc.get("models") or {}).get(k, {}).get("accuracy_clean"))
+                                for sc in defects.values()]
+                 for k in keys], "Class accuracy on the clean positions of each scene (positions with a polar class, "
+                                 "outside every defect mask)")
+        for name, sc in defects.items():
+            models_d = sc.get("models") or {}
+            dnames = list(dict.fromkeys(d for m in models_d.values() for per_d in (m.get("auroc") or {}).values()
+                                        for d in per_d))
+            rows = [[_label(k), score] + [round(per_d[d], 3) if _finite(per_d.get(d)) else "—" for d in dnames]
+                    for k, m in models_d.items() for score, per_d in (m.get("auroc") or {}).items()]
+            if rows:
+                s.table(["model", "score"] + dnames, rows, f"{name}: AUROC of each anomaly score per defect type "
+                                                           "(0.5 = chance)")
         if wall_rows:
             s.table(["scene", "model", "score", "defect", "median [Å]", "mean [Å]", "max [Å]", "bias [Å]", "lines",
                      "orientation"], wall_rows, "Wall position error: ridge of the score map against the true wall")
