@@ -364,7 +364,7 @@ def _run(recipe: Recipe, stores: dict, out: Path, log, progress, options) -> dic
 
     headline = _headline(accuracy)
     metrics = {"study": "knn_polarization", "name": recipe.name,
-               "data": {"stores": stats, "n_train": int(len(xtr)), "n_validation": int(val.sum()),
+               "data": {"stores": stats, "n_train": int((~val).sum()), "n_validation": int(val.sum()),
                         "n_test": {k: int(len(v["x"])) for k, v in conditions.items()},
                         "conditions": {k: v["description"] for k, v in conditions.items()},
                         "class_labels": base["class_labels"],
