@@ -10,6 +10,7 @@ from inverscope.models.nets import NETS, build_net
 
 #: name -> (config, input shape, expected output shape or None for (reconstruction, latent) pairs)
 CASES = {
+    "unet": ({"n_classes": 3, "depth": 3, "base_channels": 4}, (2, 1, 16, 16), (2, 3, 16, 16)),
     "stack_cnn3d": ({"input_shape": [4, 9, 9], "channels": [4], "hidden": 8, "num_outputs": 3}, (2, 4, 9, 9), (2, 3)),
     "bilstm_ae": ({"steps": 16, "lstm_units": 4, "encoder_layers": 1, "decoder_layers": 1, "latent": 3}, (2, 16), None),
     "sparse_conv_ae": ({"steps": 16, "channels": [4], "latent": 3, "hidden": 8}, (2, 16), None),

@@ -7,6 +7,7 @@ from inverscope.models.nets.pattern_classifiers import (PolarizationCNN, Polariz
                                                         ResNetPatternNetConfig, VGGPatternNet, VGGPatternNetConfig)
 from inverscope.models.nets.pattern_cnn import PatternCNN, PatternCNNConfig
 from inverscope.models.nets.pca_residual_ae import PCAResidualAE, PCAResidualAEConfig
+from inverscope.models.nets.unet import UNet, UNetConfig
 from inverscope.models.nets.shallow import LoopCNN1D, LoopCNN1DConfig, ShallowMLP, ShallowMLPConfig
 
 NETS = {"stack_cnn3d": (StackCNN3D, StackCNN3DConfig),
@@ -18,7 +19,8 @@ NETS = {"stack_cnn3d": (StackCNN3D, StackCNN3DConfig),
         "pattern_cnn": (PatternCNN, PatternCNNConfig),
         "vgg_pattern": (VGGPatternNet, VGGPatternNetConfig),
         "resnet_pattern": (ResNetPatternNet, ResNetPatternNetConfig),
-        "polarization_cnn": (PolarizationCNN, PolarizationCNNConfig)}
+        "polarization_cnn": (PolarizationCNN, PolarizationCNNConfig),
+        "unet": (UNet, UNetConfig)}
 
 
 def build_net(name: str, config: dict):
@@ -32,7 +34,7 @@ def build_net(name: str, config: dict):
     return cls(validate(cfg_cls, config, "model"))
 
 
-__all__ = ["NETS", "StackCNN3D", "StackCNN3DConfig", "BiLSTMAutoencoder", "BiLSTMAutoencoderConfig",
+__all__ = ["UNet", "UNetConfig", "NETS", "StackCNN3D", "StackCNN3DConfig", "BiLSTMAutoencoder", "BiLSTMAutoencoderConfig",
            "SparseConvAE", "SparseConvAEConfig", "PCAResidualAE", "PCAResidualAEConfig",
            "ShallowMLP", "ShallowMLPConfig", "LoopCNN1D", "LoopCNN1DConfig", "PatternCNN", "PatternCNNConfig",
            "VGGPatternNet", "VGGPatternNetConfig", "ResNetPatternNet", "ResNetPatternNetConfig",
