@@ -70,6 +70,12 @@ def test_metrics_cover_every_model_regime_and_condition(run):
     assert 0 <= model["auroc"]["disagreement"]["wall"] <= 1
     assert {"softmax_max", "pca_error"} <= set(model["auroc"])
     assert "prototype_distance" in scene["models"]["cnn/prototype/all"]["auroc"]
+    assert "knn_distance" in model["auroc"]
+    # recentring finds the descan that was applied (2 px along the diagonal: +1.41 px in row and column)
+    found = m["data"]["recentred_px"]
+    assert set(found) == {"train"} | (CONDITIONS - {"random_split"})
+    assert np.allclose(found["descan_2px"], [2 ** 0.5] * 2, atol=0.1)
+    assert np.allclose(found["in_domain"], 0, atol=0.1) and np.allclose(found["train"], 0, atol=0.1)
     assert set(m["inference_patterns_per_s"]) == runs and all(v > 0 for v in m["inference_patterns_per_s"].values())
 
 

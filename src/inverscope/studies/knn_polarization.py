@@ -72,6 +72,9 @@ class DataSpec(StrictModel):
     test_positions_per_cell: int = Field(7, ge=1, le=64, description="another grid: held-out probe positions")
     train_thickness_nm: float = Field(20.0, gt=0, description="exit the networks train on (one of thicknesses_nm)")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    recentre: bool = Field(True, description="shift every pattern by minus the CoM mean over its data set before "
+                           "the models see it (the reference code's CoM-corrected crop): undoes a uniform descan; "
+                           "the offset found is recorded")
     per_pixel_standardization: bool = Field(True, description="standardize each detector pixel (True) or the "
                                             "whole pattern with two scalars (False); see analysis.polar_models")
 
@@ -91,6 +94,7 @@ class ModelSpec(StrictModel):
     architecture: Literal["polarization_cnn", "vgg_pattern", "resnet_pattern"]
     config: dict = Field(default_factory=dict, description="network config (input_size, head, outputs are set here)")
     embedding_dim: int = Field(32, ge=2, description="prototype regime: embedding width")
+    seeds: list[int] | None = Field(None, min_length=1, description="this model's seeds (default: training.seeds)")
 
 
 def _default_models() -> list[ModelSpec]:
@@ -330,6 +334,12 @@ def _run(recipe: Recipe, stores: dict, out: Path, log, progress, options) -> dic
     train_parts = [load_store(out / "data" / f"{n}.zarr", stores[n], d.train_thickness_nm) for n in train_configs(d)]
     train = _concat(train_parts)
     conditions = _conditions(recipe, stores, out)
+    recentred = {}
+    if d.recentre:
+        for name, c in [("train", train), *conditions.items()]:
+            c["x"], recentred[name] = recentre(c["x"])
+        log("recentred on the data set's mean CoM [px (row, col)]: "
+            + ", ".join(f"{k} ({v[0]:+.2f}, {v[1]:+.2f})" for k, v in recentred.items() if max(map(abs, v)) > 0.05))
     base = conditions["in_domain"]
     xtr, mean, std = polar_input(train["x"], per_pixel=d.per_pixel_standardization)
     inputs = {name: polar_input(c["x"], mean, std)[0] for name, c in conditions.items()}
@@ -369,6 +379,7 @@ def _run(recipe: Recipe, stores: dict, out: Path, log, progress, options) -> dic
                         "conditions": {k: v["description"] for k, v in conditions.items()},
                         "class_labels": base["class_labels"],
                         "per_pixel_standardization": d.per_pixel_standardization,
+                        "recentred_px": recentred,
                         "pattern_pixels": int(xtr.shape[-1])},
                "headline": headline, "accuracy": accuracy, "gap": gap, "periodic": periodic, "defects": defects,
                "training": {k: v["history"] for k, v in nets["runs"].items()},
@@ -419,6 +430,21 @@ def _conditions(recipe: Recipe, stores: dict, out: Path) -> dict[str, dict]:
         conds["combined"] = {**src, "x": x, "description": "all at once: " + " + ".join(parts)}
     del apply_shift
     return conds
+
+
+def recentre(x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Patterns ``(n, P, P)`` shifted so their mean CoM over the set sits at ``(P // 2, P // 2)``; and the
+    offset found ``[row, col]`` [px] (what a uniform descan put there). Bilinear, zero outside."""
+    from scipy.ndimage import shift
+
+    from inverscope.analysis.com import centre_of_mass
+
+    p = x.shape[-1]
+    off = np.nanmean(centre_of_mass(x, centre_px=(p // 2, p // 2)).px, axis=0)
+    if not np.all(np.isfinite(off)) or np.hypot(*off) < 1e-3:
+        return x, [0.0, 0.0]
+    out = np.stack([shift(im, -off, order=1, mode="constant", cval=0.0) for im in x]).astype(np.float32)
+    return out, [float(off[0]), float(off[1])]
 
 
 def _apply(d: dict, spec: ShiftSpec, seed: int) -> np.ndarray:
@@ -554,7 +580,7 @@ def _train_all(recipe, train, xtr, val, inputs, conditions, com_train, out, log,
     n_classes, size = 8, xtr.shape[-1]
     mag = np.linalg.norm(com_train, axis=1)
     runs, first, acc = {}, {}, {}
-    combos = [(m, r, f, s) for m in recipe.models for r in tr.regimes for f in tr.filtering for s in tr.seeds]
+    combos = [(m, r, f, s) for m in recipe.models for r in tr.regimes for f in tr.filtering for s in (m.seeds or tr.seeds)]
     for i, (spec, regime, filt, seed) in enumerate(combos):
         key = f"{spec.name}/{regime}/{'filtered' if filt else 'all'}"
         torch.manual_seed(seed)
@@ -739,6 +765,10 @@ def _defects(recipe, test_cfg, nets, xtr, mean, std, out, log) -> dict:
     rng = np.random.default_rng(ds.seed)
     sub = rng.permutation(len(xtr))[:2000]
     train_flat = xtr[sub].reshape(len(sub), -1)
+    from sklearn.decomposition import PCA
+
+    pca = PCA(min(20, len(sub) - 1), random_state=0).fit(train_flat)
+    feats_train = pca.transform(train_flat)
     results = {}
     for kind in ds.scenes:
         t = time.perf_counter()
@@ -753,7 +783,11 @@ def _defects(recipe, test_cfg, nets, xtr, mean, std, out, log) -> dict:
             np.save(tmp, pats)
             tmp.replace(cache)
         rows, cols = pats.shape[:2]
-        x = polar_input(pats.reshape(rows * cols, *pats.shape[2:]), mean, std)[0]
+        flat = pats.reshape(rows * cols, *pats.shape[2:])
+        if d.recentre:
+            flat = recentre(flat)[0]
+        x = polar_input(flat, mean, std)[0]
+        feats = pca.transform(x.reshape(len(x), -1))
         masks = {k: v for k, v in truth.masks.items() if v.any() and k not in ("defect", "seam_wall", "paraelectric")}
         pixel = knbo3_amplitudes().a_pc_angstrom / ds.positions_per_cell
         scene = {"rows": rows, "cols": cols, "truth_classes": truth.classes.tolist(), "masks": sorted(masks),
@@ -762,7 +796,7 @@ def _defects(recipe, test_cfg, nets, xtr, mean, std, out, log) -> dict:
             net, res = f["net"], f["result"]
             c, conf, ang = predict_classes(net, x, res)
             kwargs = {"labels": c.reshape(rows, cols), "patterns": x.reshape(rows * cols, -1),
-                      "patterns_train": train_flat}
+                      "patterns_train": train_flat, "features": feats, "features_train": feats_train}
             o = torch.from_numpy(_forward(net, x))
             if res.regime == "classification":
                 kwargs["proba"] = F.softmax(o, 1).numpy().reshape(rows, cols, -1)
