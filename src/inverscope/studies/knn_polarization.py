@@ -338,7 +338,7 @@ def _run(recipe: Recipe, stores: dict, out: Path, log, progress, options) -> dic
     if d.recentre:
         for name, c in [("train", train), *conditions.items()]:
             c["x"], recentred[name] = recentre(c["x"])
-        log("recentred on the data set's mean CoM [px (row, col)]: "
+        log("recentred on the data set's mean CoM, in px (row, col): "
             + ", ".join(f"{k} ({v[0]:+.2f}, {v[1]:+.2f})" for k, v in recentred.items() if max(map(abs, v)) > 0.05))
     base = conditions["in_domain"]
     xtr, mean, std = polar_input(train["x"], per_pixel=d.per_pixel_standardization)
