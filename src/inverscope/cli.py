@@ -272,6 +272,10 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
                                                           help="thickness of a simulated store (default: the last)"),
             mc_dropout: Optional[int] = typer.Option(None, "--mc-dropout", min=0, help="stochastic passes for the "
                                                      "uncertainty (default 0 for stack models, 16 for PACBED)"),
+            pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="atom-finding models: pixel size in "
+                                                       "Å/px (overrides the files' calibration)"),
+            classes: Optional[str] = typer.Option(None, "--classes", help="atom-finding models: keep only these "
+                                                  "classes (comma-separated names)"),
             device: Optional[str] = typer.Option(None, "--device", help="stack models: cpu, cuda, cuda:1, ..."),
             quiet: bool = typer.Option(False, "--quiet", help="no progress bar")) -> None:
     """Apply a trained model: a stack model maps one 4D-STEM dataset in chunks (descriptor maps with
@@ -284,7 +288,7 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
                                     energy_kev=energy_kev, mrad_per_px=mrad_per_px, window=window, library=library,
                                     disc_radius_px=disc_radius_px, axis=axis, stride=stride, chunk_rows=chunk_rows,
                                     bin_factor=bin_factor, crop=crop, thickness_index=thickness_index,
-                                    mc_dropout=mc_dropout, device=device)
+                                    mc_dropout=mc_dropout, pixel_size=pixel_size, classes=classes, device=device)
     except InverscopeError as err:
         _fail(err)
     wall = summary.get("wall_s", (summary.get("timings_s") or {}).get("total", 0.0))

@@ -267,7 +267,8 @@ STACK_OPTIONS = {"axis": 1, "stride": 1, "chunk_rows": 8, "bin_factor": 1, "thic
 FLAGS = {"axis": "--axis", "stride": "--stride", "chunk_rows": "--chunk-rows", "bin_factor": "--bin",
          "thickness_index": "--thickness-index", "mc_dropout": "--mc-dropout", "device": "--device",
          "semiangle_mrad": "--semiangle-mrad", "energy_kev": "--energy-kev", "mrad_per_px": "--mrad-per-px",
-         "window": "--window", "library": "--library", "disc_radius_px": "--disc-radius-px", "crop": "--crop"}
+         "window": "--window", "library": "--library", "disc_radius_px": "--disc-radius-px", "crop": "--crop",
+         "pixel_size": "--pixel-size", "classes": "--classes"}
 
 
 def predict_files(model_path, data_paths, out_dir, *, progress=None, **options) -> dict:
@@ -277,7 +278,9 @@ def predict_files(model_path, data_paths, out_dir, *, progress=None, **options) 
     (:func:`inverscope.analysis.pacbed_predict.predict_pacbed`); a polarization model (task
     ``polarization``) maps one 4D-STEM scan or polar 4D-STEM store
     (:func:`inverscope.analysis.polar_predict.predict_polarization`); any other model is a stack model that
-    maps one 4D-STEM dataset (:func:`predict_to_dir`). Options the model's kind does not use are refused.
+    maps one 4D-STEM dataset (:func:`predict_to_dir`); an atom-finding model (task ``atoms``) finds atoms in
+    any number of images and movies (:func:`inverscope.analysis.atom_predict.predict_atoms`). Options the
+    model's kind does not use are refused.
     """
     from inverscope.core.io import check_output_path
     from inverscope.models.io import load_metadata
@@ -298,6 +301,11 @@ def predict_files(model_path, data_paths, out_dir, *, progress=None, **options) 
             raise InverscopeError(f"DATA: got {len(data_paths)} files; a polarization model ({model_path}) maps one "
                                   "4D-STEM dataset per run: give one file, or run predict once per file")
         return predict_polarization(model_path, data_paths[0], out_dir, progress=progress, **given)
+    if meta.get("task") == "atoms":
+        from inverscope.analysis.atom_predict import ATOM_OPTIONS, predict_atoms
+
+        _refuse(given, ATOM_OPTIONS, f"an atom-finding model ({model_path})")
+        return predict_atoms(model_path, list(data_paths), out_dir, progress=progress, **given)
     _refuse(given, STACK_OPTIONS, f"a {meta.get('architecture')} model of task {meta.get('task')!r} ({model_path})")
     if len(data_paths) != 1:
         raise InverscopeError(f"DATA: got {len(data_paths)} files; a {meta.get('architecture')} model "

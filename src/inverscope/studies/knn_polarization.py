@@ -70,6 +70,9 @@ class DataSpec(StrictModel):
     train_positions_per_cell: int = Field(16, ge=1, le=64)
     test_seed: int = Field(100, ge=0, description="K/Na configuration of every test store")
     test_positions_per_cell: int = Field(7, ge=1, le=64, description="another grid: held-out probe positions")
+    scan_area: Literal["supercell", "cell"] = Field(
+        "supercell", description="probe positions over the whole supercell, or over one pc cell of it (a larger "
+        "supercell at the cost of one; patterns of a 2 x 2 cell differ from those of larger ones: BENCHMARKS.md)")
     train_thickness_nm: float = Field(20.0, gt=0, description="exit the networks train on (one of thicknesses_nm)")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     recentre: bool = Field(True, description="shift every pattern by minus the CoM mean over its data set before "
@@ -207,14 +210,14 @@ def _cfg(base: PolarCampaignConfig, what: str, **update) -> PolarCampaignConfig:
 
 def train_configs(data: DataSpec) -> dict[str, PolarCampaignConfig]:
     return {f"train_s{s}": _cfg(data.campaign, f"data (training seed {s})", seed=s, name=f"train_s{s}",
-                                positions_per_cell=data.train_positions_per_cell, scan_area="supercell",
+                                positions_per_cell=data.train_positions_per_cell, scan_area=data.scan_area,
                                 thicknesses_nm=[data.train_thickness_nm])
             for s in data.train_seeds}
 
 
 def test_config(data: DataSpec) -> PolarCampaignConfig:
     return _cfg(data.campaign, "data (test)", seed=data.test_seed, name="test",
-                positions_per_cell=data.test_positions_per_cell, scan_area="supercell")
+                positions_per_cell=data.test_positions_per_cell, scan_area=data.scan_area)
 
 
 def shift_config(base: PolarCampaignConfig, data: DataSpec, name: str, overrides: dict) -> tuple[PolarCampaignConfig, float]:
@@ -297,6 +300,7 @@ def load_store(path, cfg: PolarCampaignConfig, exit_nm: float) -> dict:
     return {"x": pats.reshape(nv * npos, *pats.shape[2:]), "y": np.repeat(cls, npos), "scan": np.repeat(np.arange(nv), npos),
             "position": np.tile(np.arange(npos), nv), "k": k, "n_scans": nv,
             "positions_fraction": np.asarray(g.attrs["positions_fraction"]), "repeat_xy": cfg.repeat_xy,
+            "cells_per_side": cfg.repeat_xy if cfg.scan_area == "supercell" else 1,
             "class_labels": list(g.attrs["class_labels"])}
 
 
@@ -695,9 +699,9 @@ def _gap(recipe, xtr, inputs, accuracy, nets) -> dict:
 # --------------------------------------------------------------------------- periodic errors
 
 def _periodic(base: dict, preds: dict[str, np.ndarray]) -> dict:
-    """Errors folded into the pc cell, share of the error map's power at lattice harmonics, and accuracy
-    above / below the mean |CoM|."""
-    k, rep = base["k"], base["repeat_xy"]
+    """Errors folded into the pc cell, share of the error map's power at lattice harmonics (None when each
+    scan covers one cell: then every frequency is a harmonic), and accuracy above / below the mean |CoM|."""
+    k, rep = base["k"], base["cells_per_side"]
     ppc = k // rep
     mag = np.linalg.norm(_com(base), axis=1)
     above = mag > mag.mean()
@@ -711,9 +715,9 @@ def _periodic(base: dict, preds: dict[str, np.ndarray]) -> dict:
         harm[::rep, ::rep] = True
         harm[0, 0] = False
         total = power.sum()
+        share = (float(power[:, harm].sum() / total) if total > 0 else 0.0) if rep > 1 else None
         out[name] = {"error_rate": float(err.mean()), "folded_error": folded.tolist(),
-                     "harmonic_share": float(power[:, harm].sum() / total) if total > 0 else 0.0,
-                     "harmonic_share_chance": float(harm.sum() / (k * k - 1)),
+                     "harmonic_share": share, "harmonic_share_chance": float(harm.sum() / (k * k - 1)) if rep > 1 else None,
                      "accuracy_above_mean_com": float(1 - err[above].mean()) if above.any() else None,
                      "accuracy_below_mean_com": float(1 - err[~above].mean()) if (~above).any() else None}
     return out
