@@ -27,6 +27,7 @@ STUDIES = {
     "recognition_imaging": "inverscope.studies.recognition_imaging",
     "pacbed": "inverscope.studies.pacbed",
     "knn_polarization": "inverscope.studies.knn_polarization",
+    "atom_finding": "inverscope.studies.atom_finding",
 }
 DEFAULT_STUDY = "lao_sto"
 
