@@ -69,7 +69,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "polar_predict_scale.json")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    metrics = json.loads((a.run / "metrics.json").read_text())
     t = time.perf_counter()
     path, truth, side = build_scan(a.run / "data" / "test.zarr", a.work, a.scan, a.up, 0)
     build_s = time.perf_counter() - t
@@ -89,6 +88,8 @@ def main() -> None:
     acc = float(np.mean(maps["class_map"] == truth))
     nbytes = a.scan * a.scan * side ** 2 * 4
     key = f"{a.model}/classification/all"
+    mpath = a.run / "metrics.json"
+    metrics = json.loads(mpath.read_text()) if mpath.is_file() else {"accuracy": {}}
     out = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {os.cpu_count()} cores",
            "load_average_before": load, "scan": [a.scan, a.scan], "pattern_px": side, "dtype": "float32",
            "data_gb": nbytes / 1e9, "build_s": build_s, "predict_wall_s": wall,
