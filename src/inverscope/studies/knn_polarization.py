@@ -314,15 +314,12 @@ def _scan_images(values: np.ndarray, d: dict) -> np.ndarray:
 # --------------------------------------------------------------------------- the study
 
 def _run(recipe: Recipe, stores: dict, out: Path, log, progress, options) -> dict:
-    import torch
-
     from inverscope.analysis.polar_models import polar_input
     from inverscope.datasets.polar_campaign import run_polar_campaign
     from inverscope.studies.knn_polarization_report import write_report
 
     t0, timings = time.perf_counter(), {}
     (out / "data").mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     stats = {}
     t = time.perf_counter()
     for name, cfg in stores.items():
@@ -405,8 +402,6 @@ def _concat(parts: list[dict]) -> dict:
 
 def _conditions(recipe: Recipe, stores: dict, out: Path) -> dict[str, dict]:
     """Every test condition: name -> loaded store dict with ``description``."""
-    from inverscope.datasets.shifts import apply_shift
-
     d = recipe.data
     test = load_store(out / "data" / "test.zarr", stores["test"], d.train_thickness_nm)
     conds = {"in_domain": {**test, "description": f"held-out positions ({d.test_positions_per_cell}/cell) and K/Na "
@@ -432,7 +427,6 @@ def _conditions(recipe: Recipe, stores: dict, out: Path) -> dict[str, dict]:
             x = _apply({**src, "x": x}, SHIFT_GRID[name], seed=1000 + i)
             parts.append(name)
         conds["combined"] = {**src, "x": x, "description": "all at once: " + " + ".join(parts)}
-    del apply_shift
     return conds
 
 
