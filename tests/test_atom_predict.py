@@ -261,3 +261,131 @@ def test_bad_inputs_end_in_one_line_and_write_nothing(model, tmp_path, capsys):
     # one bad file among good ones: still nothing written
     assert "constant" in _error(capsys, ["predict", str(model), str(tmp_path / "good.npy"), str(tmp_path / "flat.npy"),
                                          "--out", str(out), "--pixel-size", "0.2"], out)
+
+
+# ---------------------------------------------------------------- DigitalMicrograph and EMD files (RosettaSciIO)
+
+
+def _to_uint16(img):
+    return ((img - img.min()) / np.ptp(img) * 60000 + 1000).astype(np.uint16)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_the_test_dm_writer_round_trips_through_rosettasciio(tmp_path, version):
+    from rsciio.digitalmicrograph import file_reader
+
+    from tests.dm_writer import write_dm
+
+    rng = np.random.default_rng(10)
+    img = rng.normal(size=(5, 7)).astype(np.float32)                 # rows != cols: x-first order matters
+    path = write_dm(tmp_path / f"img.dm{version}", img, (0.03, 0.021), "nm", version=version, name="HAADF")
+    assert path.read_bytes()[:4] == version.to_bytes(4, "big")
+    for lazy in (False, True):
+        signals = file_reader(str(path), lazy=lazy)
+        assert len(signals) == 1                                    # the thumbnail (ImageList[0]) is left out
+        s = signals[0]
+        data = np.asarray(s["data"])
+        assert data.dtype == np.float32 and data.shape == (5, 7) and np.array_equal(data, img)
+        assert [(a["name"], a["size"], a["units"], a["navigate"]) for a in s["axes"]] == [
+            ("y", 5, "nm", False), ("x", 7, "nm", False)]
+        assert [a["scale"] for a in s["axes"]] == pytest.approx([0.03, 0.021])
+        assert s["metadata"]["General"]["title"] == "HAADF"
+    stack = rng.integers(0, 65535, (3, 6, 4)).astype(np.uint16)
+    path = write_dm(tmp_path / f"stack.dm{version}", stack, 0.5, "Å", version=version, frame_scale=2.0,
+                    frame_units="s")
+    (s,) = file_reader(str(path), lazy=True)
+    data = np.asarray(s["data"])
+    assert data.dtype == np.uint16 and np.array_equal(data, stack)
+    assert [(a["size"], a["units"], a["navigate"]) for a in s["axes"]] == [
+        (3, "s", True), (6, "Å", False), (4, "Å", False)]
+    assert [a["scale"] for a in s["axes"]] == pytest.approx([2.0, 0.5, 0.5])
+    thumbs = s["original_metadata"]["Thumbnails"]
+    assert [t["ImageIndex"] for t in thumbs.values()] == [0]
+
+
+def test_dm3_and_dm4_images_give_atoms_and_the_pixel_size_of_their_calibration(model, tmp_path):
+    from tests.dm_writer import write_dm
+
+    rng = np.random.default_rng(11)
+    truth = {}
+    for name, version in (("a", 3), ("b", 4)):
+        xy, cls = blob_positions(rng, 64, spacing=10, margin=6, jitter=1.5)
+        img = render(xy, cls, 64, rng=rng)
+        write_dm(tmp_path / f"{name}.dm{version}", img.astype(np.float32) if version == 3 else _to_uint16(img),
+                 0.021, "nm", version=version)
+        truth[name] = xy, cls
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(tmp_path / "a.dm3"), str(tmp_path / "b.dm4"), "--out", str(out),
+                 "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    atoms = pd.read_csv(out / "atoms.csv")
+    for name in ("a", "b"):
+        src = summary["sources"][name]
+        assert src["kind"] == "image" and src["shape"] == [64, 64] and src["resample_factor"] == 1.0
+        assert src["pixel_size_angstrom"] == pytest.approx(0.21)          # 0.021 nm, stored as float32
+        assert src["pixel_size_source"] == "file (Gatan DigitalMicrograph axes calibration)"
+        table = atoms[atoms["source"] == name]
+        _check(table, *truth[name], 0.3)
+        np.testing.assert_allclose(table["x_angstrom"], table["x_px"] * src["pixel_size_angstrom"])
+    assert summary["settings"]["pixel_size"] is None and not summary["warnings"]
+
+
+def test_a_dm4_stack_is_read_as_a_movie_and_tracked(model, tmp_path):
+    from tests.dm_writer import write_dm
+
+    rng = np.random.default_rng(12)
+    xy, cls = blob_positions(rng, 64, spacing=10, margin=8, jitter=1.5)
+    step = np.array([0.5, -0.3])
+    movie = np.stack([render(xy + i * step, cls, 64, rng=rng) for i in range(3)]).astype(np.float32)
+    write_dm(tmp_path / "movie.dm4", movie, 0.019, "nm", version=4, frame_scale=0.5, frame_units="s")
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(tmp_path / "movie.dm4"), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    src = summary["sources"]["movie"]
+    assert src["kind"] == "movie" and src["shape"] == [3, 64, 64]
+    assert src["pixel_size_angstrom"] == pytest.approx(0.19) and "DigitalMicrograph" in src["pixel_size_source"]
+    assert {"movie_tracks.csv", "movie_tracks.png"} <= set(summary["outputs"].values())
+    atoms = pd.read_csv(out / "atoms.csv")
+    for i in range(3):
+        _check(atoms[atoms["frame"] == i], xy + i * step, cls, 0.3)
+    info = src["tracking"]
+    assert info["n_tracks"] == len(xy)
+    np.testing.assert_allclose(info["drift_px"], [i * step for i in range(3)], atol=0.15)
+
+
+def test_an_ncem_emd_image_gives_atoms_and_the_pixel_size_of_its_dims(model, tmp_path):
+    from rsciio.emd import file_writer
+
+    rng = np.random.default_rng(13)
+    xy, cls = blob_positions(rng, 64, spacing=10, margin=6, jitter=1.5)
+    keep = xy[:, 0] < 50                                           # no blob on the right edge of the crop
+    xy, cls = xy[keep], cls[keep]
+    img = render(xy, cls, 64, rng=rng)[:, :56].astype(np.float32)     # 64 rows x 56 cols
+    axes = [{"name": n, "size": s, "offset": 0.0, "scale": 0.021, "units": "nm", "navigate": False}
+            for n, s in zip(("y", "x"), img.shape)]
+    file_writer(str(tmp_path / "img.emd"), {"data": img, "axes": axes, "metadata": {"General": {"title": "img"},
+                                                                                    "Signal": {"signal_type": ""}},
+                                            "original_metadata": {}})
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(tmp_path / "img.emd"), "--out", str(out), "--quiet"]) == 0
+    src = json.loads((out / "summary.json").read_text())["sources"]["img"]
+    assert src["kind"] == "image" and src["shape"] == [64, 56]
+    assert src["pixel_size_angstrom"] == pytest.approx(0.21)
+    assert src["pixel_size_source"] == "file (EMD axes calibration)"
+    _check(pd.read_csv(out / "atoms.csv"), xy, cls, 0.3)
+
+
+def test_a_truncated_dm3_ends_in_one_line_and_writes_nothing(model, tmp_path, capsys):
+    from tests.dm_writer import write_dm
+
+    rng = np.random.default_rng(14)
+    good = write_dm(tmp_path / "good.dm3", render(*blob_positions(rng, 64, 10, 5), 64, rng=rng).astype(np.float32),
+                    0.021, "nm")
+    raw = good.read_bytes()
+    (tmp_path / "cut.dm3").write_bytes(raw[:len(raw) // 2])
+    out = tmp_path / "out"
+    line = _error(capsys, ["predict", str(model), str(tmp_path / "cut.dm3"), "--out", str(out)], out)
+    assert "cut.dm3" in line and "DigitalMicrograph" in line and "truncated" in line
+    # the good file beside it does not rescue the run
+    line = _error(capsys, ["predict", str(model), str(good), str(tmp_path / "cut.dm3"), "--out", str(out)], out)
+    assert "cut.dm3" in line

@@ -153,3 +153,20 @@ def test_cluster_unknown_separates_groups():
     assert db.n_clusters == 2
     with pytest.raises(InverscopeError):
         cluster_unknown(np.array([[np.nan, 1.0]]))
+
+
+def test_vectorised_centroids_equal_the_scalar_iteration():
+    from inverscope.analysis.atom_finding import _centroid, _centroids
+
+    rng = np.random.default_rng(3)
+    img = rng.uniform(-0.2, 1.0, (40, 50))
+    # starts inside, on the border and just outside (the window is clipped to the image there)
+    xs = np.concatenate([rng.uniform(0, 49, 30), [0.0, 49.0, -0.4, 25.0]])
+    ys = np.concatenate([rng.uniform(0, 39, 30), [0.0, 39.0, 20.0, 39.4]])
+    for r in (1.0, 2.0, 3.5):
+        vx, vy = _centroids(img, xs, ys, r)
+        for x0, y0, x1, y1 in zip(xs, ys, vx, vy):
+            sx, sy = _centroid(img, x0, y0, r)
+            assert (x1, y1) == pytest.approx((sx, sy), abs=1e-9)
+    zx, zy = _centroids(np.zeros((10, 10)), [3.0], [4.0], 2.0)   # nothing to weigh: the start stays
+    assert (zx[0], zy[0]) == (3.0, 4.0)

@@ -117,3 +117,19 @@ def test_bad_config():
         AtomImageGenerator({"structures": {"diamond": 1.0}})
     with pytest.raises(InverscopeError):
         AtomImageGenerator({"output_shape": [64, 64], "colour": 1})
+
+
+def test_saturation_weight_is_drawn_recorded_and_flattens_contrast():
+    base = dict(SMALL, structures={"SrTiO3_001": 1.0}, **CLEAN)
+    off = AtomImageGenerator(AtomImageConfig(**base), seed=0).sample(2, seed=5)
+    on = AtomImageGenerator(AtomImageConfig(**base, saturation_weight=(50.0, 50.0)), seed=0).sample(2, seed=5)
+    assert [p["saturation_weight"] for p in off["params"]] == [0.0, 0.0]
+    assert [p["saturation_weight"] for p in on["params"]] == [50.0, 50.0]
+    # same draws otherwise (the weight is not drawn when off), so the atoms are the same ...
+    for a, b in zip(off["truth"], on["truth"]):
+        assert np.array_equal(a["x_px"], b["x_px"])
+    # ... and a W far below the columns' sum Z^n flattens the heavy/light contrast
+    def spread(batch):
+        img = batch["images"][:, 0]
+        return float((img.amax((1, 2)) / img.mean((1, 2))).mean())
+    assert spread(on) < 0.8 * spread(off)

@@ -52,6 +52,13 @@ def test_ensemble_predict_mean_and_std():
     assert mean.shape == std.shape == (2, 3, 16, 16)
     assert torch.allclose(mean.sum(1), torch.ones(2, 16, 16), atol=1e-5)
     assert (std > 0).any()
+    per_net = torch.stack([torch.softmax(n.eval()(x), dim=1) for n in nets])
+    assert torch.allclose(std, per_net.std(0, unbiased=False), atol=1e-6)
+    # channels-last nets and input (what inverscope predict uses on CPU) give the same numbers
+    for n in nets:
+        n.to(memory_format=torch.channels_last)
+    mean_cl, std_cl = ensemble_predict(nets, x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(mean_cl, mean, atol=1e-5) and torch.allclose(std_cl, std, atol=1e-5)
     nets[0].train()
     mean1, std1 = ensemble_predict([nets[0]], x)
     assert nets[0].training                                        # mode restored

@@ -76,6 +76,22 @@ def test_thickness_exponent_and_source_size():
     assert float(blur[0].sum()) == pytest.approx(1.0, rel=1e-4)
 
 
+def test_saturating_column_law_and_its_limits():
+    pr = Probe(200e3, 22.0)
+    cols = [_col([2.0, 6.0], [3.0, 3.0], w=[4.0, 1.0])]
+
+    def ratio(**kw):
+        img, params = render_incoherent(cols, (120, 160), 0.05, pr, **kw)
+        return float(img[0, 60, 40] / img[0, 60, 120]), params[0]
+
+    assert ratio(saturation_weight=3.0)[0] == pytest.approx((1 - math.exp(-4 / 3)) / (1 - math.exp(-1 / 3)), rel=1e-3)
+    assert ratio(saturation_weight=1e6)[0] == pytest.approx(4.0, rel=1e-3)      # W >> u: linear
+    assert ratio(saturation_weight=0.01)[0] == pytest.approx(1.0, rel=1e-3)     # W << u: both saturated
+    assert ratio()[1]["saturation_weight"] == 0.0
+    with pytest.raises(InverscopeError, match="saturation_weight"):
+        ratio(saturation_weight=-1.0)
+
+
 def test_batch_of_pixel_sizes_and_probes_and_oversample():
     pr = [Probe(200e3, 20.0), Probe(300e3, 30.0, defocus_angstrom=20.0)]
     cols = [_col([1.0, 3.3], [2.0, 2.2], w=[2.0, 3.0]), _col(2.4, 2.4)]

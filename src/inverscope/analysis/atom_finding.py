@@ -173,20 +173,67 @@ def _fit_gaussian(img: np.ndarray, x: float, y: float, r: int, sigma0: float | N
     return float(fx), float(fy), float(abs(fs)), ex, ey, True
 
 
+def _centroids(img: np.ndarray, x: np.ndarray, y: np.ndarray, r: float, max_iter: int = 50,
+               tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_centroid` for many starting points at once (same iteration, same result).
+
+    Each step takes every point's patch of a zero-padded copy of ``img`` (pixels outside the
+    image weigh nothing, as in the clipped window of the scalar version) large enough to hold the
+    soft disc; points that moved less than ``tol`` stop.
+    """
+    x = np.asarray(x, float).copy()
+    y = np.asarray(y, float).copy()
+    if len(x) == 0:
+        return x, y
+    h, w = img.shape
+    half = int(np.ceil(r + 1.5)) + 1
+    pad = half + 1
+    padded = np.pad(np.clip(img, 0.0, None), pad)
+    off = np.arange(-half, half + 1)
+    active = np.ones(len(x), bool)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if not len(idx):
+            break
+        cx = np.clip(np.round(x[idx]).astype(int), -pad + half, w - 1 + pad - half)
+        cy = np.clip(np.round(y[idx]).astype(int), -pad + half, h - 1 + pad - half)
+        xx = cx[:, None] + off[None, :]                      # (n, k) image columns
+        yy = cy[:, None] + off[None, :]                      # (n, k) image rows
+        patch = padded[(yy + pad)[:, :, None], (xx + pad)[:, None, :]]  # (n, k, k)
+        d = np.hypot(xx[:, None, :] - x[idx, None, None], yy[:, :, None] - y[idx, None, None])
+        wgt = np.clip(r + 0.5 - d, 0.0, 1.0) * patch
+        s = wgt.sum((1, 2))
+        good = s > 0
+        nx = np.where(good, (wgt * xx[:, None, :]).sum((1, 2)) / np.where(good, s, 1.0), x[idx])
+        ny = np.where(good, (wgt * yy[:, :, None]).sum((1, 2)) / np.where(good, s, 1.0), y[idx])
+        moved = np.hypot(nx - x[idx], ny - y[idx])
+        x[idx], y[idx] = nx, ny
+        active[idx] = good & (moved >= tol)
+    return x, y
+
+
 def _refine(peaks_yx: np.ndarray, centroid_maps: list[np.ndarray], fit_image: list[np.ndarray] | None,
             refine: str | None, window: int, sigma0: float | None):
     """Refine integer peaks (row, col); centroid_maps/fit_image are per-peak maps (lists of refs)."""
     n = len(peaks_yx)
     out = np.full((n, 5), np.nan)
     ok = np.zeros(n, bool)
-    for i, (py, px) in enumerate(peaks_yx):
-        x, y = float(px), float(py)
-        if refine in ("centroid", "gaussian"):
-            x, y = _centroid(centroid_maps[i], x, y, float(window))
-        sig = ex = ey = np.nan
-        if refine == "gaussian":
-            x, y, sig, ex, ey, ok[i] = _fit_gaussian(fit_image[i], x, y, window, sigma0)
-        out[i] = (x, y, sig, ex, ey)
+    if n == 0:
+        return out, ok
+    out[:, 0] = peaks_yx[:, 1]
+    out[:, 1] = peaks_yx[:, 0]
+    if refine in ("centroid", "gaussian"):
+        groups: dict[int, list[int]] = {}
+        for i, m in enumerate(centroid_maps):  # the same map object for every atom of a class
+            groups.setdefault(id(m), []).append(i)
+        for members in groups.values():
+            members = np.asarray(members)
+            out[members, 0], out[members, 1] = _centroids(centroid_maps[members[0]], out[members, 0], out[members, 1],
+                                                          float(window))
+    if refine == "gaussian":
+        for i in range(n):
+            x, y, sig, ex, ey, ok[i] = _fit_gaussian(fit_image[i], out[i, 0], out[i, 1], window, sigma0)
+            out[i] = (x, y, sig, ex, ey)
     return out, ok
 
 
@@ -344,22 +391,29 @@ def locate_atoms(prob_maps, *, threshold: float = 0.5, min_distance_px: int = 3,
     # class per atom: the atom channel holding the most probability in a disc of radius window
     yy, xx = np.mgrid[-window:window + 1, -window:window + 1]
     disc = (np.hypot(xx, yy) <= window).astype(float)
-    cls_idx, prob = [], []
-    for py, px in peaks:
-        y0, y1, x0, x1 = max(0, py - window), min(h, py + window + 1), max(0, px - window), min(w, px + window + 1)
-        d = disc[y0 - py + window:y1 - py + window, x0 - px + window:x1 - px + window]
-        sums = [(maps[c, y0:y1, x0:x1] * d).sum() for c in atom_ch]
-        k = int(np.argmax(sums))
-        cls_idx.append(k)
-        prob.append(float((maps[atom_ch[k], y0:y1, x0:x1] * d).max()))
-    cmaps = [maps[atom_ch[k]] for k in cls_idx]
+    atom_maps = maps[atom_ch]
+    if len(peaks):
+        # patches of every atom channel around every peak (zero outside the image: nothing added)
+        padded = np.pad(atom_maps, ((0, 0), (window, window), (window, window)))
+        rows = peaks[:, 0, None] + np.arange(2 * window + 1)[None, :]          # padded coordinates
+        cols = peaks[:, 1, None] + np.arange(2 * window + 1)[None, :]
+        patch = padded[:, rows[:, :, None], cols[:, None, :]] * disc          # (channels, n, k, k)
+        cls_idx = np.argmax(patch.sum((2, 3)), axis=0)
+        prob = patch[cls_idx, np.arange(len(peaks))].max((1, 2)).astype(float)
+    else:
+        cls_idx, prob = np.zeros(0, int), np.zeros(0)
+    cls_idx = [int(k) for k in cls_idx]
+    channel_maps = [atom_maps[j] for j in range(len(atom_ch))]  # one object per channel (grouped refinement)
+    cmaps = [channel_maps[k] for k in cls_idx]
     fit_imgs = [image if image is not None else m for m in cmaps]
     refined, ok = _refine(peaks, cmaps, fit_imgs, refine, window, sigma_px)
+    unc = np.full(len(peaks), np.nan)
     if uncertainty_maps is not None and len(peaks):
-        unc = np.array([ndimage.map_coordinates(unc_maps[atom_ch[k]], [[refined[i, 1]], [refined[i, 0]]], order=1,
-                                                mode="nearest")[0] for i, k in enumerate(cls_idx)])
-    else:
-        unc = np.full(len(peaks), np.nan)
+        ci = np.asarray(cls_idx)
+        for k in np.unique(ci):
+            sel = ci == k
+            unc[sel] = ndimage.map_coordinates(unc_maps[atom_ch[k]], [refined[sel, 1], refined[sel, 0]], order=1,
+                                               mode="nearest")
     classes = [names[k] for k in cls_idx]
     df = _table(refined, ok, classes, prob, unc, pixel_size_angstrom, (h, w), edge)
     return df.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)

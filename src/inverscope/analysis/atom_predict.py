@@ -328,6 +328,13 @@ def load_atom_model(model_path, device: str = "cpu") -> AtomModel:
             warnings.append(f"ensemble member {sib} skipped: its classes or network differ from {stem.name}'s")
             continue
         nets.append(other)
+    if str(device) == "cpu":
+        import torch
+
+        # channels-last convolutions are 1.5-3x faster for these narrow nets on CPU
+        # (benchmarks/atom_inference_speed.py); the results are the same to float rounding
+        for n in nets:
+            n.to(memory_format=torch.channels_last)
     return AtomModel(nets, meta, [str(n) for n in names], device, warnings)
 
 
@@ -372,6 +379,8 @@ def _net_probs(model: AtomModel, img: np.ndarray) -> tuple[np.ndarray, np.ndarra
     ph, pw = (-h) % m, (-w) % m
     padded = np.pad(img, ((0, ph), (0, pw)), mode="reflect" if ph < h and pw < w else "symmetric")
     x = torch.as_tensor(padded[None, None], dtype=torch.float32, device=model.device)
+    if str(model.device) == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
     mean, std = ensemble_predict(model.nets, x)
     return mean[0, :, :h, :w].cpu().numpy(), std[0, :, :h, :w].cpu().numpy()
 

@@ -510,12 +510,23 @@ def _predict(nets, images: torch.Tensor, batch: int = 8):
     """Ensemble mean and std of the softmax (B, C, H, W) as numpy, and the seconds it took."""
     from inverscope.models.nets.unet import ensemble_predict
 
+    cpu = images.device.type == "cpu"
     t = time.perf_counter()
     mus, sds = [], []
-    for i in range(0, len(images), batch):
-        mu, sd = ensemble_predict(nets, images[i:i + batch])
-        mus.append(mu.numpy())
-        sds.append(sd.numpy())
+    try:
+        if cpu:  # channels-last convolutions: 1.5-3x faster on CPU (benchmarks/atom_inference_speed.py)
+            for net in nets:
+                net.to(memory_format=torch.channels_last)
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch]
+            x = x[:, None] if x.ndim == 3 else x
+            mu, sd = ensemble_predict(nets, x.contiguous(memory_format=torch.channels_last) if cpu else x)
+            mus.append(mu.numpy())
+            sds.append(sd.numpy())
+    finally:
+        if cpu:  # back to plain layout (saving needs contiguous tensors)
+            for net in nets:
+                net.to(memory_format=torch.contiguous_format)
     return np.concatenate(mus), np.concatenate(sds), time.perf_counter() - t
 
 
