@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.profiler import record_function
 
 from inverscope.core.grid import Grid
 from inverscope.physics.multislice.potentials import antialias_aperture, spatial_frequencies
@@ -72,7 +73,8 @@ def multislice(waves: torch.Tensor, transmissions: torch.Tensor, propagators: Se
             fourier = torch.fft.fft2(waves, out=waves)
             fourier.mul_(propagators[i])
         if i in exits:
-            out.append(detect(fourier))
+            with record_function("inverscope.detector"):
+                out.append(detect(fourier))
         if i < last:
             waves = torch.fft.ifft2(fourier) if differentiable else torch.fft.ifft2(fourier, out=fourier)
     return out

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.profiler import record_function
 
 from inverscope.core.errors import GridError, field_error
 from inverscope.physics.multislice.detectors import PixelatedDetector
@@ -185,7 +186,8 @@ class MultisliceSimulation:
         self._probe_k = self.probe.fourier_array(grid, self.device, self.dtype)
         per_config_mb = self.potential.num_slices * math.prod(grid.gpts) * 8 / 2**20
         self._cache_all = per_config_mb * len(self.configs) <= max(self.memory_budget_mb, 256.0)
-        self._tcache = [self._transmissions(c) for c in self.configs] if self._cache_all else None
+        with record_function("inverscope.potential"):
+            self._tcache = [self._transmissions(c) for c in self.configs] if self._cache_all else None
 
     def iter_batches(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield (start, stop, intensities[stop - start, n_thick, nkx, nky]) over the flat scan.
@@ -205,9 +207,15 @@ class MultisliceSimulation:
     def _simulate_batch(self, pos: np.ndarray) -> np.ndarray:
         acc = None
         for ci, config in enumerate(self.configs):
-            t = self._tcache[ci] if self._cache_all else self._transmissions(config)
-            waves = self.probe.build(self.potential.grid, pos, self.device, self.dtype, fourier=self._probe_k)
-            stacked = torch.stack(multislice(waves, t, self._propagators, self.exit_slices, self.plan), dim=1)
+            if self._cache_all:
+                t = self._tcache[ci]
+            else:
+                with record_function("inverscope.potential"):
+                    t = self._transmissions(config)
+            with record_function("inverscope.probe"):
+                waves = self.probe.build(self.potential.grid, pos, self.device, self.dtype, fourier=self._probe_k)
+            with record_function("inverscope.multislice"):
+                stacked = torch.stack(multislice(waves, t, self._propagators, self.exit_slices, self.plan), dim=1)
             acc = stacked if acc is None else acc.add_(stacked)
         return (acc / len(self.configs)).cpu().numpy()
 
