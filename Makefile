@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 PIP = $(VENV)/bin/pip install -q -c constraints.txt
 
-.PHONY: install install-test demo test bench clean
+.PHONY: install install-test demo test bench bench-gpu clean
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install-test
 
 bench: install-test
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/python benchmarks/multislice_vs_abtem.py --json benchmarks/results/multislice_vs_abtem.json
+
+# one CUDA device, <= 8 min: multislice, campaign, training and inference throughput in one JSON
+bench-gpu: install-test
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/python benchmarks/gpu_suite.py --out benchmarks/results/gpu_suite.json
 
 clean:
 	rm -rf out .pytest_cache
