@@ -268,6 +268,12 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
                                                      "this factor first (default 1)"),
             crop: Optional[int] = typer.Option(None, "--crop", min=1, help="polarization models: keep the centred "
                                                "N x N detector px (after --bin); N must be the model's pattern side"),
+            sampling_mrad: Optional[float] = typer.Option(None, "--sampling-mrad", help="stack and polarization "
+                                                          "models: the data's detector pixel size in mrad/px (one "
+                                                          "value: square pixels; overrides the file's calibration). "
+                                                          "Patterns whose sampling (this or the file's, after --bin) "
+                                                          "differs from the model's are resampled by angle onto the "
+                                                          "model's pixels (summed when coarser, bilinear when finer)"),
             thickness_index: Optional[int] = typer.Option(None, "--thickness-index",
                                                           help="thickness of a simulated store (default: the last)"),
             mc_dropout: Optional[int] = typer.Option(None, "--mc-dropout", min=0, help="stochastic passes for the "
@@ -279,8 +285,13 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
             device: Optional[str] = typer.Option(None, "--device", help="stack models: cpu, cuda, cuda:1, ..."),
             quiet: bool = typer.Option(False, "--quiet", help="no progress bar")) -> None:
     """Apply a trained model: a stack model maps one 4D-STEM dataset in chunks (descriptor maps with
-    per-position confidence); a PACBED model reads thickness and tilt from image files and 4D-STEM scans."""
-    from inverscope.analysis.maps import predict_files
+    per-position confidence); a PACBED model reads thickness and tilt from image files and 4D-STEM scans.
+
+    4D-STEM data recorded at another detector sampling than the model's (the file's calibration or
+    --sampling-mrad) are resampled by angle to the model's mrad/px and pattern size; summary.json
+    records it under "resampled". Without a known sampling the patterns must fit the model after
+    --bin (and --crop)."""
+    from inverscope.analysis.maps import describe_resampling, predict_files
 
     try:
         with _LazyProgress("predict", quiet) as progress:
@@ -288,9 +299,12 @@ def predict(model: Path = typer.Argument(..., help="model (NAME.safetensors with
                                     energy_kev=energy_kev, mrad_per_px=mrad_per_px, window=window, library=library,
                                     disc_radius_px=disc_radius_px, axis=axis, stride=stride, chunk_rows=chunk_rows,
                                     bin_factor=bin_factor, crop=crop, thickness_index=thickness_index,
-                                    mc_dropout=mc_dropout, pixel_size=pixel_size, classes=classes, device=device)
+                                    mc_dropout=mc_dropout, pixel_size=pixel_size, classes=classes, device=device,
+                                    sampling_mrad=sampling_mrad)
     except InverscopeError as err:
         _fail(err)
+    if summary.get("resampled"):
+        console.print(describe_resampling(summary["resampled"]), soft_wrap=True, highlight=False)
     wall = summary.get("wall_s", (summary.get("timings_s") or {}).get("total", 0.0))
     written = ", ".join(f"{out}/{name}" for name in [*summary["outputs"].values(), "summary.json"])
     console.print(f"wrote {written} ({wall:.1f} s)", soft_wrap=True)

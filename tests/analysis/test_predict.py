@@ -202,7 +202,7 @@ def test_existing_output_is_never_overwritten(tmp_path, model):
         predict_to_dir(model, store, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     with pytest.raises(InverscopeError):  # a failure after loading leaves no output behind
-        predict_to_dir(model, store, tmp_path / "new", bin_factor=3)
+        predict_to_dir(model, store, tmp_path / "new", bin_factor=10)  # 0 x 0 px: refused after loading
     assert not (tmp_path / "new").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 

@@ -23,10 +23,17 @@ Patterns are fed to the network as stored (detector rows first); nothing is tran
 Geometry
 --------
 The network takes ``P x P`` patterns (``meta["input"]["pixels"]``) of ``mrad_per_px``. Each
-chunk is binned by ``bin_factor`` (sum of ``f x f`` pixel blocks, :func:`inverscope.analysis.maps.bin_patterns`)
-and then, with ``crop``, cut to its centred ``crop x crop`` pixels. A pattern size that still is
-not ``P x P`` is refused with the ``--bin`` / ``--crop`` that would fit. A recorded detector
-sampling that differs from the model's by more than 5 % after binning is a warning in the summary.
+chunk is binned by ``bin_factor`` (sum of ``f x f`` pixel blocks, :func:`inverscope.analysis.maps.bin_patterns`).
+When the data's detector sampling is known (``sampling_mrad`` = ``--sampling-mrad``, square
+pixels, overriding the file's calibration; or the file's / store's own) and differs from the
+model's by more than 5 % (:data:`SAMPLING_TOLERANCE`) after binning, every binned pattern is then
+resampled by angle onto the model's ``P x P`` pixels of ``mrad_per_px`` about the optical axis
+(:func:`inverscope.analysis.maps.resample_patterns`: overlap integration when coarsening,
+bilinear interpolation when refining; values stay intensity per detector pixel); the summary's
+``resampled`` records it, and a model field of view larger than the data's is refused
+(:func:`inverscope.analysis.maps.resampling_plan`). Otherwise the binned patterns are, with
+``crop``, cut to their centred ``crop x crop`` pixels, and a pattern size that still is not
+``P x P`` is refused with the ``--bin`` / ``--crop`` that would fit.
 
 Maps
 ----
@@ -55,8 +62,9 @@ import numpy as np
 from inverscope.core.errors import InverscopeError
 
 #: options of ``inverscope predict`` a polarization model uses
-POLAR_OPTIONS = frozenset({"chunk_rows", "bin_factor", "crop", "thickness_index", "device"})
-#: relative difference between the data's detector sampling (after binning) and the model's that is warned about
+POLAR_OPTIONS = frozenset({"chunk_rows", "bin_factor", "crop", "thickness_index", "device", "sampling_mrad"})
+#: relative difference between the data's detector sampling (after binning) and the model's above which the
+#: patterns are resampled by angle to the model's
 SAMPLING_TOLERANCE = 0.05
 #: scans drawn in polarization_map.png at most
 MAX_PLOTTED_SCANS = 12
@@ -192,11 +200,15 @@ def used_pattern_shape(shape: tuple[int, int], p: int, bin_factor: int, crop: in
     return bh, bw
 
 
-def prepare(block: np.ndarray, bin_factor: int, crop: int | None) -> np.ndarray:
-    """Bin the last two axes by `bin_factor`, then cut the centred ``crop x crop`` pixels."""
-    from inverscope.analysis.maps import bin_patterns
+def prepare(block: np.ndarray, bin_factor: int, crop: int | None, resample: dict | None = None) -> np.ndarray:
+    """Bin the last two axes by `bin_factor`, then cut the centred ``crop x crop`` pixels, or, with a
+    :func:`~inverscope.analysis.maps.resampling_plan` `resample`, resample them by angle to the model's."""
+    from inverscope.analysis.maps import bin_patterns, resample_patterns
 
     x = bin_patterns(block, bin_factor)
+    if resample:
+        return resample_patterns(x, resample["from_mrad"], resample["to_mrad"], resample["shape"],
+                                 resample.get("centre_in_px"))
     if crop is not None:
         h, w = x.shape[-2:]
         y0, x0 = (h - crop) // 2, (w - crop) // 2
@@ -229,7 +241,8 @@ def _com_px(x: np.ndarray, centre) -> np.ndarray:
 # ---------------------------------------------------------------- prediction
 
 
-def _predict_scan(model, scans: _Scans, s: int, f: int, crop: int | None, chunk_rows: int, tick) -> dict:
+def _predict_scan(model, scans: _Scans, s: int, f: int, crop: int | None, chunk_rows: int, tick,
+                  resample: dict | None = None) -> dict:
     rows, cols = scans.rows, scans.cols
     cls = np.full((rows, cols), -1, np.int16)
     ang, conf = np.full((rows, cols), np.nan, np.float32), np.full((rows, cols), np.nan, np.float32)
@@ -239,7 +252,7 @@ def _predict_scan(model, scans: _Scans, s: int, f: int, crop: int | None, chunk_
         r1 = min(r0 + chunk_rows, rows)
         block = scans.read(s, r0, r1)
         _check_finite(block, r0, scans, s)
-        x = prepare(block, f, crop).reshape(-1, model.pixels, model.pixels)
+        x = prepare(block, f, crop, resample).reshape(-1, model.pixels, model.pixels)
         pred = model.predict(x)
         cls[r0:r1] = pred["class"].reshape(r1 - r0, cols)
         conf[r0:r1] = pred["confidence"].reshape(r1 - r0, cols)
@@ -331,6 +344,7 @@ def plot_polarization(path: Path, maps: dict[str, np.ndarray], titles: list[str]
 
 def predict_polarization(model_path, data_path, out_dir, *, chunk_rows: int = 8, bin_factor: int = 1,
                          crop: int | None = None, thickness_index: int = -1, device: str = "cpu",
+                         sampling_mrad: float | None = None,
                          progress: Callable[[int, int], None] | None = None) -> dict:
     """Polarization maps of the data at `data_path` with the polarization model at `model_path`.
 
@@ -347,11 +361,17 @@ def predict_polarization(model_path, data_path, out_dir, *, chunk_rows: int = 8,
     bin_factor : int
         Integer detector binning applied first (sum of ``f x f`` pixel blocks).
     crop : int, optional
-        Side [px, after binning] of the centred crop; must then be the model's side.
+        Side [px, after binning] of the centred crop; must then be the model's side. Refused
+        when the patterns are resampled by angle.
     thickness_index : int
         Exit of a polar 4D-STEM store or thickness of an inverscope store (default: the last).
     device : str
         Torch device of the network (``cpu``, ``cuda``, ``cuda:1``, ...).
+    sampling_mrad : float, optional
+        The data's detector pixel size [mrad/px, square pixels] before binning; overrides the
+        file's calibration. When the data's sampling (this or the file's) differs from the
+        model's by more than :data:`SAMPLING_TOLERANCE` after binning, the patterns are
+        resampled by angle to the model's (module docstring).
     progress : callable, optional
         Called as ``progress(done, total)`` over probe positions.
 
@@ -360,7 +380,9 @@ def predict_polarization(model_path, data_path, out_dir, *, chunk_rows: int = 8,
     dict
         The summary written to ``summary.json``: ``outputs`` (name -> file), ``model``,
         ``data``, ``kind``, ``scan_shape``, ``pattern_shape_read``, ``pattern_shape_used``,
-        ``settings``, ``n_positions``, ``class_counts``, ``mean_confidence``, ``accuracy``
+        ``settings``, ``sampling_mrad_read``, ``resampled`` (null, or the
+        :func:`~inverscope.analysis.maps.resampling_plan`: ``from_mrad``, ``to_mrad``, ``shape``,
+        ...), ``n_positions``, ``class_counts``, ``mean_confidence``, ``accuracy``
         (polar stores), ``com_mean_px``, ``wall_s``, ``patterns_per_s``, ``warnings``.
         Files: ``maps.npz`` (the maps of the module docstring, each ``(scan_y, scan_x)`` or
         ``(variants, k, k)``), ``polarization_map.png``, ``summary.json``.
@@ -370,8 +392,11 @@ def predict_polarization(model_path, data_path, out_dir, *, chunk_rows: int = 8,
     InverscopeError
         One line: a model that is not a polarization model, unreadable data, patterns the
         model cannot take after binning and cropping (with the ``--bin`` / ``--crop`` that
-        fit), a NaN/inf pattern (its scan position), bad option values. Nothing is written.
+        fit), a model field of view the data do not cover (both in mrad), a NaN/inf pattern
+        (its scan position), bad option values (``sampling_mrad`` <= 0 or not finite). Nothing
+        is written.
     """
+    from inverscope.analysis.maps import check_sampling_option, resampling_plan
     from inverscope.analysis.polar_models import load_polar_model
     from inverscope.core.device import resolve_device
     from inverscope.core.io import check_output_path, staged_output, write_json_atomic
@@ -380,18 +405,27 @@ def predict_polarization(model_path, data_path, out_dir, *, chunk_rows: int = 8,
     check_output_path(out_dir, must_be_empty=True)
     if int(chunk_rows) < 1:
         raise InverscopeError(f"chunk_rows: got {chunk_rows}; must be >= 1")
+    sampling_mrad = check_sampling_option(sampling_mrad)
     chunk_rows, f = int(chunk_rows), int(bin_factor)
     model = load_polar_model(model_path, device=str(resolve_device(device)))
     n_classes, p = int(model.meta["n_classes"]), model.pixels
     scans = open_polar_data(data_path, thickness_index)
-    used = used_pattern_shape(scans.pattern_shape, p, f, crop, scans.source)
     warnings: list[str] = []
-    want = model.meta["input"].get("mrad_per_px")
-    if scans.sampling_mrad and want:
-        got = [float(s) * f for s in scans.sampling_mrad]
-        if any(abs(g / float(want) - 1) > SAMPLING_TOLERANCE for g in got):
-            warnings.append(f"detector sampling {[round(g, 4) for g in got]} mrad/px (after --bin {f}) differs from the "
-                            f"model's {want} mrad/px by more than {SAMPLING_TOLERANCE:.0%}; its predictions may not hold")
+    data_sampling = (sampling_mrad, sampling_mrad) if sampling_mrad is not None else scans.sampling_mrad
+    if f < 1 or min(scans.pattern_shape) // f < 1:
+        used_pattern_shape(scans.pattern_shape, p, f, crop, scans.source)  # raises the --bin error
+    plan = resampling_plan(data_sampling, scans.pattern_shape, f, model.meta["input"].get("mrad_per_px"), (p, p),
+                           SAMPLING_TOLERANCE, scans.source)
+    if plan:
+        if crop is not None:
+            raise InverscopeError(f"crop: not used when the patterns are resampled by angle ({plan['from_mrad'][0]:.4g} "
+                                  f"mrad/px after --bin {f} to the model's {plan['to_mrad'][0]:.4g} mrad/px, {p} x {p} px); "
+                                  "drop --crop")
+        plan["sampling_from"] = "--sampling-mrad" if sampling_mrad is not None else "file"
+        used = (p, p)
+        warnings.extend(plan["warnings"])
+    else:
+        used = used_pattern_shape(scans.pattern_shape, p, f, crop, scans.source)
 
     todo = [s for s in range(scans.n_scans) if scans.done is None or scans.done[s]]
     total, done = len(todo) * scans.rows * scans.cols, [0]
@@ -408,7 +442,7 @@ def predict_polarization(model_path, data_path, out_dir, *, chunk_rows: int = 8,
             per_scan.append(_empty_scan(scans.rows, scans.cols))
             extra.append({"com_mean_px": None, "com_undefined": 0})
             continue
-        m = _predict_scan(model, scans, s, f, crop, chunk_rows, tick)
+        m = _predict_scan(model, scans, s, f, crop, chunk_rows, tick, plan)
         extra.append(_derived(m, n_classes))
         per_scan.append(m)
     wall = time.perf_counter() - t0
@@ -428,8 +462,9 @@ def predict_polarization(model_path, data_path, out_dir, *, chunk_rows: int = 8,
                "scan_shape": [scans.rows, scans.cols] if scans.kind == "scan" else [scans.n_scans, scans.rows, scans.cols],
                "pattern_shape_read": list(scans.pattern_shape), "pattern_shape_used": list(used),
                "sampling_mrad_read": list(scans.sampling_mrad) if scans.sampling_mrad else None,
+               "resampled": plan,
                "settings": {"chunk_rows": chunk_rows, "bin_factor": f, "crop": crop, "thickness_index": thickness_index,
-                            "device": device},
+                            "device": device, "sampling_mrad": sampling_mrad},
                "maps": {k: list(v.shape if scans.kind != "scan" else v.shape[1:]) for k, v in maps.items()},
                "n_positions": total,
                "class_counts": {labels[c] if c < len(labels) else str(c): int((ci == c).sum()) for c in range(n_classes)},
