@@ -146,3 +146,29 @@ def test_bad_input_one_line_errors():
         perovskite_projection(zone="111")
     with pytest.raises(InverscopeError, match="compound"):
         tmd_monolayer("NbS2")
+
+
+def test_perovskite_column_sigma_moves_whole_columns_and_is_opt_in():
+    from inverscope.physics.structures.atomic_2d import perovskite_projection
+
+    base = perovskite_projection(extent=20.0, thickness_cells=4, seed=3)
+    same = perovskite_projection(extent=20.0, thickness_cells=4, seed=3, column_sigma_angstrom={"O": 0.0})
+    assert np.array_equal(base.positions, same.positions)          # nothing drawn at 0
+    moved = perovskite_projection(extent=20.0, thickness_cells=4, seed=3, column_sigma_angstrom={"O": 0.15})
+    cls, col = moved.arrays["site_class"], moved.arrays["column_id"]
+    bcol = base.arrays["column_id"]
+    spreads, offsets, others = [], [], []
+    for c in np.intersect1d(np.unique(col), np.unique(bcol)):     # columns kept in both crops
+        xy = moved.positions[col == c, :2]
+        d = xy.mean(0) - base.positions[bcol == c, :2].mean(0)
+        if cls[col == c][0] == 2:
+            spreads.append(xy.std(0).max())                         # rigid: every atom of a column moves together
+            offsets.append(d)
+        else:
+            others.append(np.abs(d).max())
+    assert max(spreads) < 1e-9
+    offsets = np.asarray(offsets)
+    assert len(offsets) > 20 and 0.10 < offsets.std() < 0.20       # about the sigma asked for
+    assert max(others) < 1e-9                                        # A and B columns untouched
+    with pytest.raises(InverscopeError, match="column_sigma_angstrom"):
+        perovskite_projection(extent=20.0, column_sigma_angstrom={"B": 0.1})

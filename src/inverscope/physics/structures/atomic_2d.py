@@ -406,6 +406,7 @@ def perovskite_projection(compound: str = "SrTiO3", zone: str = "001", extent=(4
                           b_displacement_angstrom=(0.0, 0.0), b_displacement_sigma_angstrom: float = 0.0,
                           vacancy_columns: dict | None = None, rotation_deg: float | str = 0.0, strain=0.0,
                           jitter_angstrom: float = 0.0, defect_separation_angstrom: float = 3.0,
+                          column_sigma_angstrom: dict | None = None,
                           seed: int | np.random.Generator | None = None) -> Atoms:
     """A cubic ABO3 perovskite slab seen along [001] or [110].
 
@@ -430,6 +431,12 @@ def perovskite_projection(compound: str = "SrTiO3", zone: str = "001", extent=(4
         Random extra shift of each B column (Gaussian, per axis) [Å].
     vacancy_columns : dict
         Whole columns removed per class, keys ``"A"``, ``"B"``, ``"O"`` (recorded as vacancies).
+    column_sigma_angstrom : dict, optional
+        Random rigid in-plane shift of each whole column (Gaussian, per axis) [Å] per class, keys
+        ``"A"``, ``"O"`` (``"B"`` columns have ``b_displacement_sigma_angstrom``). Unlike
+        ``jitter_angstrom`` (independent per atom, so a column of N atoms moves by about
+        jitter / sqrt(N)), every atom of a column moves together: what a diffusing column looks
+        like. Nothing is drawn for classes left out or at 0.
     rotation_deg, strain, jitter_angstrom, seed
         As in :func:`graphene`.
     """
@@ -480,6 +487,17 @@ def perovskite_projection(compound: str = "SrTiO3", zone: str = "001", extent=(4
     dcol = shift + (rng.normal(0.0, b_displacement_sigma_angstrom, (len(ucol), 2)) if b_displacement_sigma_angstrom > 0
                     else np.zeros((len(ucol), 2)))
     pos[np.flatnonzero(bmask), :2] += dcol[inv]
+    column_sigma = dict(column_sigma_angstrom or {})
+    for key, c in (("A", 0), ("O", 2)):
+        sig = float(column_sigma.pop(key, 0.0))
+        if not (sig >= 0 and math.isfinite(sig)):
+            raise field_error(f"column_sigma_angstrom.{key}", sig, "must be >= 0 [Å]")
+        if sig > 0:
+            m = cls == c
+            ucol_c, inv_c = np.unique(col[m], return_inverse=True)
+            pos[np.flatnonzero(m), :2] += rng.normal(0.0, sig, (len(ucol_c), 2))[inv_c]
+    if column_sigma:
+        raise field_error("column_sigma_angstrom", sorted(column_sigma), "keys allowed: A, O")
     pos, arr = _transform_crop(pos, {"sym": sym, "cls": cls, "col": col}, ext, rot, sm)
     sym, cls, col = arr["sym"], arr["cls"], arr["col"]
     xy = pos[:, :2]
@@ -501,7 +519,8 @@ def perovskite_projection(compound: str = "SrTiO3", zone: str = "001", extent=(4
     params = {"structure": f"{compound}[{zone}]", "rotation_deg": rot, "strain": sm.tolist(),
               "jitter_angstrom": float(jitter_angstrom), "lattice_angstrom": a, "thickness_cells": thickness_cells,
               "b_displacement_angstrom": shift.tolist(), "b_displacement_sigma_angstrom": float(b_displacement_sigma_angstrom),
-              "vacancy_columns": vacancy_columns, "extent": ext}
+              "vacancy_columns": vacancy_columns, "extent": ext,
+              "column_sigma_angstrom": {k: float(v) for k, v in (column_sigma_angstrom or {}).items()}}
     return _finish(pos[keep], sym[keep], cls[keep], names, ext, thickness_cells * period, rng, jitter_angstrom,
                    {"vacancies": vacancies, "params": params}, column_id=col[keep])
 
