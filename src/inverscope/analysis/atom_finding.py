@@ -101,26 +101,6 @@ def _check_xy(xy, name: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- refinement
 
-def _centroid(img: np.ndarray, x: float, y: float, r: float, max_iter: int = 50, tol: float = 1e-4):
-    """Iterated weighted centroid of `img` (clipped at 0) in a soft disc of radius r about (x, y)."""
-    h, w = img.shape
-    for _ in range(max_iter):
-        x0, x1 = max(0, int(np.floor(x - r - 1))), min(w, int(np.ceil(x + r + 1)) + 1)
-        y0, y1 = max(0, int(np.floor(y - r - 1))), min(h, int(np.ceil(y + r + 1)) + 1)
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        d = np.hypot(xx - x, yy - y)
-        wgt = np.clip(r + 0.5 - d, 0.0, 1.0) * np.clip(img[y0:y1, x0:x1], 0.0, None)
-        s = wgt.sum()
-        if not s > 0:
-            break
-        nx, ny = float((wgt * xx).sum() / s), float((wgt * yy).sum() / s)
-        moved = np.hypot(nx - x, ny - y)
-        x, y = nx, ny
-        if moved < tol:
-            break
-    return x, y
-
-
 def _gauss_model(p, xx, yy):
     a, x0, y0, s, b = p
     return a * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * s * s)) + b
@@ -175,11 +155,13 @@ def _fit_gaussian(img: np.ndarray, x: float, y: float, r: int, sigma0: float | N
 
 def _centroids(img: np.ndarray, x: np.ndarray, y: np.ndarray, r: float, max_iter: int = 50,
                tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_centroid` for many starting points at once (same iteration, same result).
+    """Iterated weighted centroids of `img` (clipped at 0) in soft discs of radius r, for many
+    starting points (x, y) at once.
 
     Each step takes every point's patch of a zero-padded copy of ``img`` (pixels outside the
     image weigh nothing, as in the clipped window of the scalar version) large enough to hold the
-    soft disc; points that moved less than ``tol`` stop.
+    soft disc (weight ``clip(r + 0.5 - distance, 0, 1)``); points that moved less than ``tol``
+    stop, and a point with nothing to weigh keeps its position.
     """
     x = np.asarray(x, float).copy()
     y = np.asarray(y, float).copy()
