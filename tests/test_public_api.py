@@ -7,10 +7,10 @@ import sys
 
 import inverscope
 
-PUBLIC = ["AnnularDetector", "FrozenPhonons", "Grid", "MultisliceSimulation", "PRISMSimulation", "PixelatedDetector",
-          "PotentialBuilder", "Probe", "Scan", "SegmentedDetector", "cbed_patterns", "grid_scan", "line_scan",
-          "load_model", "locate_atoms", "open_4dstem", "pacbed", "perovskite_slab", "render_incoherent", "save_model",
-          "stem_image"]
+PUBLIC = ["AnnularDetector", "FrozenPhonons", "Grid", "Model", "MultisliceSimulation", "PRISMSimulation",
+          "PixelatedDetector", "PotentialBuilder", "Prediction", "Probe", "Scan", "SegmentedDetector",
+          "cbed_patterns", "grid_scan", "line_scan", "load_model", "locate_atoms", "open_4dstem", "pacbed",
+          "perovskite_slab", "render_incoherent", "save_model", "stem_image"]
 
 
 def test_public_names_are_pinned_and_documented():

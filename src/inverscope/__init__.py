@@ -9,6 +9,12 @@ The objects a user touches are importable from here, e.g.::
     grid = isc.Grid.from_sampling((11.7, 11.7), 0.05)
     probe = isc.Probe(200e3, 20.0)
 
+and a trained model reads data in three lines (:class:`~inverscope.analysis.predictor.Model`)::
+
+    model = isc.Model("out/lao_sto_quick/models/classifier_paper")
+    pred = model.predict("scan.hspy")          # a file, a Zarr store, or an array with sampling_mrad=...
+    pred.maps["prob_rough"], pred.units["prob_rough"], pred.uncertainty
+
 They load on first use (``import inverscope`` itself imports neither torch nor the
 physics), and ``inverscope.__all__`` lists them; ``tests/test_public_api.py`` pins
 the list so that a change to it is deliberate.
@@ -44,6 +50,8 @@ _EXPORTS = {
     "perovskite_slab": "inverscope.physics.structures",
     # data and models
     "open_4dstem": "inverscope.datasets.io",
+    "Model": "inverscope.analysis.predictor",
+    "Prediction": "inverscope.analysis.predictor",
     "load_model": "inverscope.models.io",
     "save_model": "inverscope.models.io",
     "locate_atoms": "inverscope.analysis.atom_finding",
