@@ -119,7 +119,10 @@ def test_pacbed_model_reads_thickness_with_its_spread(cases, tmp_path):
     assert pred.units["thickness_nm"] == "nm" and pred.units["tilt_x_mrad"] == "mrad"
     # one frame of the scan as a 2D array: one pattern, one row
     one = model.predict(np.load(case.data_paths[0])[0, 0])
-    assert len(one.tables["predictions"]) == 1 and np.isfinite(one.tables["predictions"]["thickness_nm"]).all()
+    row = one.tables["predictions"]
+    assert len(row) == 1 and np.isfinite(row["thickness_nm"]).all() and not one.maps
+    np.testing.assert_array_equal(one.uncertainty["predictions/thickness_nm"], row["thickness_sd_nm"].to_numpy())
+    assert one.units["mrad_per_px"] == "mrad/px" and one.units["radius_px"] == "px"
 
 
 def test_atom_model_gives_a_table_with_positions_in_angstrom(cases, tmp_path):
@@ -132,7 +135,7 @@ def test_atom_model_gives_a_table_with_positions_in_angstrom(cases, tmp_path):
     assert len(atoms) == ref["summary"]["n_atoms"]
     assert pred.units["x_angstrom"] == "Å" and pred.units["x_px"] == "px"
     np.testing.assert_allclose(atoms["x_angstrom"], atoms["x_px"] * case.options["pixel_size"], rtol=1e-6)
-    assert len(pred.uncertainty["atoms"]) == len(atoms)
+    np.testing.assert_array_equal(pred.uncertainty["atoms/probability"], atoms["uncertainty"].to_numpy())
     with pytest.raises(InverscopeError, match="pixel size|pixel_size|--pixel-size"):
         model.predict(img)                                      # an array has no calibration
 

@@ -66,7 +66,9 @@ class Prediction:
         For each predicted quantity, its uncertainty on the same grid: ``1 - confidence`` for a
         class, the MC-dropout standard deviation for a regression (NaN unless
         ``mc_dropout > 0``), the network's standard deviation for PACBED thickness and tilt
-        (16 MC-dropout passes by default), and the ensemble spread per atom for atom models.
+        (16 MC-dropout passes by default). A map's is under the map's name (``"class_index"``,
+        ``"thickness_nm"``), a table column's under ``"<table>/<column>"``
+        (``"predictions/thickness_nm"``; ``"atoms/probability"``: the ensemble spread per atom).
     class_names : list of str
         Names of the classes, in the order of the class indices (empty for regressions).
     summary : dict
@@ -327,6 +329,8 @@ class Model:
                 units[name] = "px"
             elif base in ("x", "y"):
                 units[name] = "px"
+            elif base == "mrad_per_px":
+                units[name] = "mrad/px"
             else:
                 unit = next((u for suffix, u in _UNIT_SUFFIXES if base.endswith(suffix)), None)
                 if unit:
@@ -345,9 +349,14 @@ class Model:
                 sd = re.sub(r"_(nm|mrad)$", r"_sd_\1", base)
                 if sd != base and f"{prefix}{sd}" in m:
                     unc[key] = m[f"{prefix}{sd}"]
-        atoms = pred.tables.get("atoms")
-        if atoms is not None and "uncertainty" in atoms.columns:
-            unc["atoms"] = atoms["uncertainty"].to_numpy()
+        for table_name, table in pred.tables.items():
+            cols = set(table.columns)
+            for col in table.columns:
+                sd = re.sub(r"_(nm|mrad)$", r"_sd_\1", col)
+                if "_sd_" not in col and sd != col and sd in cols:
+                    unc[f"{table_name}/{col}"] = table[sd].to_numpy(dtype=float)
+            if table_name == "atoms" and {"probability", "uncertainty"} <= cols:
+                unc["atoms/probability"] = table["uncertainty"].to_numpy(dtype=float)
         return unc
 
 
