@@ -180,17 +180,12 @@ def run(recipe: Path = typer.Argument(..., help="YAML recipe of a study (see rec
     The recipe's `study` key picks the study (inverscope.studies.STUDIES); options a study
     does not use are refused.
     """
-    from inverscope.core.config import validate
-    from inverscope.studies import DEFAULT_STUDY, RunOptions, study_module
+    from inverscope.studies import RunOptions, load_recipe, study_module
 
     try:
-        data = _read_mapping(recipe)
-        name = data.get("study", DEFAULT_STUDY)
-        try:
-            mod = study_module(name)
-        except InverscopeError as err:
-            raise InverscopeError(f"{recipe}: {err}") from None
-        cfg = validate(mod.Recipe, data, str(recipe))
+        cfg = load_recipe(recipe)
+        name = cfg.study
+        mod = study_module(name)
         options = RunOptions(data_file=None if data_file is None else str(data_file), scheduler=scheduler,
                              workers=workers, devices=devices, num_nodes=num_nodes, quiet=quiet,
                              check_resources=not no_resource_check)

@@ -79,4 +79,117 @@ def study_module(name: object) -> ModuleType:
     return importlib.import_module(STUDIES[name])
 
 
-__all__ = ["STUDIES", "DEFAULT_STUDY", "RunOptions", "study_module"]
+def _merge(base: dict, changes: dict, where: str = "") -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def load_recipe(recipe, changes: dict | None = None):
+    """A study's recipe, validated: from a YAML file or a mapping, with `changes` merged in.
+
+    Parameters
+    ----------
+    recipe : str, Path or dict
+        A recipe file (e.g. ``recipes/lao_sto_quick.yaml``) or its content as a mapping. Its
+        ``study`` key picks the study (default ``lao_sto``).
+    changes : dict, optional
+        Values to change, nested like the recipe; mappings are merged key by key, so
+        ``{"campaign": {"num_samples": 30}}`` changes one field and keeps the rest.
+
+    Returns
+    -------
+    pydantic.BaseModel
+        The study module's ``Recipe`` (every field is listed by
+        ``python -m inverscope.core.recipe_reference STUDY``).
+
+    Raises
+    ------
+    InverscopeError
+        One line: a missing or unreadable file, invalid YAML, an unknown study, or a field
+        that is unknown or out of its range (named with its path).
+
+    Examples
+    --------
+    >>> from inverscope import studies
+    >>> recipe = studies.load_recipe("recipes/lao_sto_quick.yaml", {"campaign": {"num_samples": 30}})
+    >>> recipe.campaign.num_samples
+    30
+    """
+    from pathlib import Path
+
+    import yaml
+
+    from inverscope.core.config import validate
+    from inverscope.core.errors import ConfigError
+
+    if isinstance(recipe, dict):
+        data, source = dict(recipe), "recipe"
+    else:
+        path = Path(recipe)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory; expected a YAML recipe file")
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such recipe file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise ConfigError(f"{path}: not valid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values")
+        source = str(path)
+    if changes:
+        if not isinstance(changes, dict):
+            raise ConfigError(f"changes: got {type(changes).__name__}; expected a mapping like the recipe's")
+        data = _merge(data, changes)
+    name = data.get("study", DEFAULT_STUDY)
+    try:
+        mod = study_module(name)
+    except InverscopeError as err:
+        raise InverscopeError(f"{source}: {err}") from None
+    return validate(mod.Recipe, data, source)
+
+
+def run(recipe, out_dir, *, changes: dict | None = None, data_file=None, workers: int | None = None,
+        scheduler: str | None = None, devices=None, num_nodes: int | None = None, check_resources: bool = True,
+        log=print) -> dict:
+    """Run a study end to end from Python, as ``inverscope run RECIPE --out OUT_DIR`` does.
+
+    Parameters
+    ----------
+    recipe : str, Path, dict or a study's Recipe
+        A recipe file, its content as a mapping, or a validated recipe (:func:`load_recipe`).
+    out_dir : str or Path
+        Output directory: ``report.html``, ``metrics.json``, ``models/``, stores; a campaign
+        already there is resumed.
+    changes : dict, optional
+        Recipe values to change (see :func:`load_recipe`).
+    data_file, workers, scheduler, devices, num_nodes : optional
+        As ``--data``, ``--workers``, ``--scheduler``, ``--devices``, ``--num-nodes``; options the
+        study does not use are refused.
+    check_resources : bool
+        Refuse jobs whose memory or disk estimate exceeds the machine's (``--no-resource-check``).
+    log : callable
+        Receives one line per stage (``print`` by default; ``lambda line: None`` for silence).
+
+    Returns
+    -------
+    dict
+        The study's metrics (also written to ``OUT_DIR/metrics.json``).
+    """
+    if not (hasattr(recipe, "study") and hasattr(recipe, "model_dump")):
+        recipe = load_recipe(recipe, changes)
+    elif changes:
+        recipe = load_recipe(recipe.model_dump(mode="json"), changes)
+    mod = study_module(recipe.study)
+    options = RunOptions(data_file=None if data_file is None else str(data_file), scheduler=scheduler, workers=workers,
+                         devices=devices, num_nodes=num_nodes, quiet=True, check_resources=check_resources)
+    options.refuse_unused(recipe.study, mod.OPTIONS)
+    return mod.run_study(recipe, out_dir, data_file=options.data_file, options=options, log=log)
+
+
+__all__ = ["STUDIES", "DEFAULT_STUDY", "RunOptions", "study_module", "load_recipe", "run"]
