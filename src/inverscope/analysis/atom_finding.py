@@ -8,21 +8,21 @@ coordinates (the pixel ``image[3, 7]`` is centred at ``x = 7, y = 3``). Ångstr�
 
 Functions
 ---------
-:func:`locate_atoms`
+``locate_atoms``
     Per-class heat maps (a U-Net's softmax output: one channel per atom class plus a background
     channel) -> a table of atoms: local maxima per class channel (``skimage.feature.peak_local_max``)
     above ``threshold``, merged across channels (a peak in two channels within ``min_distance_px``
     is one atom, of the class whose channel holds the most probability around it), refined to
     sub-pixel precision and cut at the image edge.
-:func:`classical_baseline`
+``classical_baseline``
     The non-learned comparison: Gaussian- or Laplacian-of-Gaussian-filtered image, peak finder,
     optional 2D-Gaussian refinement on the raw image.
-:func:`match_atoms`
+``match_atoms``
     Optimal one-to-one matching (Hungarian) of predicted to true positions within a distance:
     precision, recall, F1, position errors and (with classes) a confusion matrix.
-:func:`neighbour_rings`, :func:`name_complexes`
+``neighbour_rings``, ``name_complexes``
     Neighbour counts by class within distance rings, and dopant-complex names (``Si1C3``) from them.
-:func:`cluster_unknown`
+``cluster_unknown``
     Unsupervised grouping of per-atom descriptors (Gaussian mixture with BIC, or DBSCAN) to
     flag defect types that no class channel names.
 
@@ -283,8 +283,8 @@ def locate_atoms(prob_maps, *, threshold: float = 0.5, min_distance_px: int = 3,
     Parameters
     ----------
     prob_maps : array (n_channels, rows, columns) or (rows, columns)
-        Per-pixel class probabilities (e.g. the softmax of :class:`~inverscope.models.nets.unet.UNet`
-        logits, or :func:`~inverscope.models.nets.unet.ensemble_predict`'s mean), dimensionless.
+        Per-pixel class probabilities (e.g. the softmax of ``UNet``
+        logits, or ``ensemble_predict``'s mean), dimensionless.
         A 2D array is one atom channel with no background.
     threshold : float
         Smallest channel value at a peak to count as an atom (dimensionless, 0..1 for probabilities).
@@ -318,7 +318,7 @@ def locate_atoms(prob_maps, *, threshold: float = 0.5, min_distance_px: int = 3,
     Returns
     -------
     pandas.DataFrame
-        One row per atom with columns :data:`ATOM_COLUMNS`: ``x_px, y_px`` (pixels), ``x_angstrom,
+        One row per atom with columns ``ATOM_COLUMNS``: ``x_px, y_px`` (pixels), ``x_angstrom,
         y_angstrom`` (Å), ``class`` (name or channel index), ``probability`` (the largest value of
         the atom's class channel within ``window_px`` of the peak), ``uncertainty``, and from the
         Gaussian fit ``sigma_px``, ``x_err_px``, ``y_err_px`` (pixels; NaN otherwise) and ``fit_ok``.
@@ -429,12 +429,12 @@ def classical_baseline(image, *, sigma_px: float, min_distance_px: int, threshol
     threshold : float
         Smallest filtered value at a peak, as a fraction of the filtered range (0..1).
     filter, refine, bright, edge_px, pixel_size_angstrom, window_px
-        As described above and in :func:`locate_atoms`.
+        As described above and in ``locate_atoms``.
 
     Returns
     -------
     pandas.DataFrame
-        The :func:`locate_atoms` table; ``class`` is 0 and ``probability`` the rescaled filtered
+        The ``locate_atoms`` table; ``class`` is 0 and ``probability`` the rescaled filtered
         value at the peak (not a probability: a detection score in 0..1).
     """
     img = _check_image(image)
@@ -470,7 +470,7 @@ def classical_baseline(image, *, sigma_px: float, min_distance_px: int, threshol
 
 @dataclass
 class MatchResult:
-    """Outcome of :func:`match_atoms`; distances in the units of the positions given.
+    """Outcome of ``match_atoms``; distances in the units of the positions given.
 
     ``pairs`` is (n_matched, 2) int: (index into pred, index into true); ``distances`` their
     separations. ``precision = n_matched / n_pred``, ``recall = n_matched / n_true``,
@@ -674,7 +674,7 @@ def name_complexes(xy, classes, r_max: float, *, centre_class, neighbour_class, 
 
 @dataclass
 class ClusterResult:
-    """Outcome of :func:`cluster_unknown`: ``labels`` per row (-1: DBSCAN noise), ``n_clusters``,
+    """Outcome of ``cluster_unknown``: ``labels`` per row (-1: DBSCAN noise), ``n_clusters``,
     and for the Gaussian mixture the BIC per number of components tried (``bic``) and the model."""
 
     labels: np.ndarray
@@ -692,7 +692,7 @@ def cluster_unknown(descriptors, *, method: Literal["gmm", "dbscan"] = "gmm", n_
     Parameters
     ----------
     descriptors : array (n_atoms, n_features) or DataFrame
-        Per-atom features, e.g. the numeric columns of :func:`neighbour_rings`, local intensities,
+        Per-atom features, e.g. the numeric columns of ``neighbour_rings``, local intensities,
         nearest-neighbour distances. NaN not allowed.
     method : {"gmm", "dbscan"}
         ``"gmm"``: ``sklearn.mixture.GaussianMixture`` (full covariance) with ``n_clusters``

@@ -1,6 +1,6 @@
 """Open 4D-STEM data lazily: inverscope stores, campaign stores, and any file RosettaSciIO reads.
 
-Every source becomes a :class:`FourD` whose ``data`` is a Dask array of shape
+Every source becomes a ``FourD`` whose ``data`` is a Dask array of shape
 ``(scan_y, scan_x, ky, kx)`` (a line scan is ``(1, n, ky, kx)``), read only where sliced.
 A campaign store is already cut into stacks: ``data`` is ``(N * lines * thicknesses, P, ky, kx)``
 and ``stacks`` is True.

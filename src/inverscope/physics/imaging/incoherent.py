@@ -5,7 +5,7 @@ with an object function of point columns:
 
 ``I(r) = sum_j w_j P(r - r_j)``,  ``w_j = S(u_j)``,  ``u_j = (sum_{i in column j} Z_i^n) * N_j^(gamma - 1)``
 
-* ``P`` is ``|psi(r)|^2`` of :class:`~inverscope.physics.multislice.probe.Probe` (same
+* ``P`` is ``|psi(r)|^2`` of ``Probe`` (same
   aperture, defocus and aberrations), optionally convolved with a Gaussian source of FWHM
   ``source_fwhm_angstrom`` (the effective source size), normalized to sum 1;
 * ``n`` is the Z exponent (1.6 - 2.0 for HAADF; Rutherford would be 2);
@@ -171,7 +171,7 @@ def render_incoherent(columns: Sequence[dict], shape: tuple[int, int], pixel_siz
     Parameters
     ----------
     columns : sequence of dict
-        Per image, a column table as :func:`~inverscope.physics.structures.atomic_2d.projected_columns`
+        Per image, a column table as ``projected_columns``
         returns it: ``x``, ``y`` [Å], ``z_weight`` (sum of Z^n; choose n there) and ``n_atoms``.
     shape : (int, int)
         (H, W) of every image [px].

@@ -7,25 +7,25 @@ its second (y) axis [deg]. A pixel belongs to an annulus when
 ``inner_mrad <= alpha < outer_mrad`` (so adjacent annuli partition the plane).
 
 Intensities may be given centred (zero frequency at index ``(n // 2, m // 2)``, the
-layout of :class:`~inverscope.physics.multislice.detectors.PixelatedDetector` and of
-:class:`~inverscope.physics.multislice.simulate.CBEDResult`) or in FFT order
+layout of ``PixelatedDetector`` and of
+``CBEDResult``) or in FFT order
 (``centered=False``, the raw ``|FFT(psi)|^2`` layout). With intensities normalized as in
 the multislice engine (a pattern sums to one when nothing is lost), an annular signal is
 the fraction of the incident beam that reaches the detector.
 
-:func:`stem_image` runs a plain multislice or a PRISM simulation over a scan and returns
+``stem_image`` runs a plain multislice or a PRISM simulation over a scan and returns
 one image per detector signal (and per exit thickness).
 
 Preset angles (documented choices, 200-300 kV conventions):
 
-* :meth:`AnnularDetector.haadf` -- 70 to 200 mrad (inner well above 3x a typical
+* ``AnnularDetector.haadf`` -- 70 to 200 mrad (inner well above 3x a typical
   20-30 mrad convergence semiangle, outer at the usual collection limit).
-* :meth:`AnnularDetector.maadf` -- 30 to 70 mrad (from just outside a ~25 mrad bright
+* ``AnnularDetector.maadf`` -- 30 to 70 mrad (from just outside a ~25 mrad bright
   field disc up to the HAADF inner angle).
-* :meth:`AnnularDetector.abf` -- semiangle/2 to semiangle (Findlay et al., Appl. Phys.
+* ``AnnularDetector.abf`` -- semiangle/2 to semiangle (Findlay et al., Appl. Phys.
   Lett. 95 (2009) 191913).
-* :meth:`AnnularDetector.bf` -- 0 to semiangle/2, the inner disc of the bright field
-  cone; :meth:`bf` and :meth:`abf` together cover the whole bright field disc.
+* ``AnnularDetector.bf`` -- 0 to semiangle/2, the inner disc of the bright field
+  cone; ``bf`` and ``abf`` together cover the whole bright field disc.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class _IntegratingDetector:
         return base
 
     def validate(self, grid: Grid, wavelength_angstrom: float) -> None:
-        """Raise :class:`GridError` if the outer angle lies beyond the grid's anti-aliasing cutoff."""
+        """Raise ``GridError`` if the outer angle lies beyond the grid's anti-aliasing cutoff."""
         check_cutoff(self, grid, wavelength_angstrom)
 
     def integrate(self, intensities: torch.Tensor, sampling_mrad, centered: bool = True) -> torch.Tensor:
@@ -106,7 +106,7 @@ class _IntegratingDetector:
 
 
 def check_cutoff(detector, grid: Grid, wavelength_angstrom: float) -> None:
-    """Raise a one-line :class:`GridError` if `detector` reaches beyond the anti-aliasing cutoff."""
+    """Raise a one-line ``GridError`` if `detector` reaches beyond the anti-aliasing cutoff."""
     cutoff = grid.antialias_cutoff_mrad(wavelength_angstrom)
     if detector.outer_mrad > cutoff * (1 + 1e-9):
         need = max(grid.sampling) * cutoff / detector.outer_mrad
@@ -267,7 +267,7 @@ class DetectorBank:
     sampling_mrad : (float, float)
         Pattern pixel size [mrad].
     centered : bool
-        Layout of the intensities (see :func:`angular_coordinates`).
+        Layout of the intensities (see ``angular_coordinates``).
     device, dtype
         Where and in which precision the weights live.
     """
@@ -342,7 +342,7 @@ def stem_image(potential, probe, scan, detectors, method: str = "multislice", in
     detectors : AnnularDetector, SegmentedDetector or a sequence of them
     method : {'multislice', 'prism'}
         Plain multislice (one propagation per probe position) or PRISM
-        (:class:`~inverscope.physics.multislice.prism.PRISMSimulation`).
+        (``PRISMSimulation``).
     interpolation : int
         PRISM interpolation factor (1-4); ignored by plain multislice.
     thicknesses_angstrom : sequence of float, optional

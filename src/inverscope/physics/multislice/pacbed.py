@@ -65,7 +65,7 @@ def pacbed_simulation(potential: PotentialBuilder, probe: Probe, cell_angstrom: 
                       thicknesses_angstrom: Sequence[float] | str = "all", phonons: FrozenPhonons | None = None,
                       tilt_mrad: tuple[float, float] = (0.0, 0.0), device: str = "cpu", memory_budget_mb: float = 512.0,
                       dtype=torch.float32) -> MultisliceSimulation:
-    """The multislice simulation of a PACBED (checks everything, simulates nothing); see :func:`pacbed`."""
+    """The multislice simulation of a PACBED (checks everything, simulates nothing); see ``pacbed``."""
     scan = unit_cell_positions(cell_angstrom, positions_per_cell)
     exits = potential.edges[1:] if isinstance(thicknesses_angstrom, str) and thicknesses_angstrom == "all" \
         else thicknesses_angstrom
@@ -117,7 +117,7 @@ def pacbed(potential: PotentialBuilder, probe: Probe, cell_angstrom: Sequence[fl
     tilt_mrad : (float, float)
         Specimen tilt relative to the beam [mrad].
     device, memory_budget_mb, dtype
-        As for :class:`MultisliceSimulation`.
+        As for ``MultisliceSimulation``.
     progress : callable, optional
         ``progress(done_positions, total_positions)``.
 

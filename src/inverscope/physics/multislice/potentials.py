@@ -195,7 +195,7 @@ def _exact_structure_factor(xy: torch.Tensor, slice_idx: torch.Tensor, num_slice
 
 
 class PotentialBuilder:
-    """Parameters of a sliced potential; arrays are made by :meth:`transmission_functions`.
+    """Parameters of a sliced potential; arrays are made by ``transmission_functions``.
 
     Parameters
     ----------

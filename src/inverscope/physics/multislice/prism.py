@@ -17,7 +17,7 @@ at f > 1 the cut (and the coarser k-sampling of aperture and detectors) is the
 approximation, whose error grows with f and shrinks with the cell size relative to
 the spread of the probe.
 
-Conventions are those of plain multislice (:mod:`.simulate`): the same potential
+Conventions are those of plain multislice (``.simulate``): the same potential
 slices, band-limited propagators (tilt included) and probe aperture (soft edge smoothed
 over one beam spacing, ``f * lambda / L``), so intensities sum to one for a probe that
 loses nothing. After propagation the S-matrix is Fourier-cropped to the anti-aliasing

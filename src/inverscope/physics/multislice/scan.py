@@ -35,7 +35,7 @@ class Scan:
         return len(self.positions_angstrom)
 
     def validate(self, extent_angstrom) -> None:
-        """Raise :class:`ScanError` if a position lies outside the cell [0, extent]."""
+        """Raise ``ScanError`` if a position lies outside the cell [0, extent]."""
         ext = np.asarray(extent_angstrom, dtype=np.float64)
         bad = np.any((self.positions_angstrom < -1e-9) | (self.positions_angstrom > ext[None] + 1e-9), axis=1)
         if np.any(bad):

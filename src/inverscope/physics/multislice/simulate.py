@@ -4,7 +4,7 @@ The driver batches probe positions so the working set fits a memory budget,
 averages intensities over frozen-phonon configurations, and records patterns at
 several exit thicknesses in one propagation. It yields batches, so a caller can
 write a result larger than memory chunk by chunk (see
-:mod:`inverscope.datasets.store`) or stream it into training.
+``inverscope.datasets.store``) or stream it into training.
 """
 
 from __future__ import annotations
