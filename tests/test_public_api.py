@@ -7,10 +7,11 @@ import sys
 
 import inverscope
 
-PUBLIC = ["AnnularDetector", "FrozenPhonons", "Grid", "Model", "MultisliceSimulation", "PRISMSimulation",
-          "PixelatedDetector", "PotentialBuilder", "Prediction", "Probe", "Scan", "SegmentedDetector",
-          "cbed_patterns", "grid_scan", "line_scan", "load_model", "locate_atoms", "open_4dstem", "pacbed",
-          "perovskite_slab", "render_incoherent", "save_model", "stem_image"]
+PUBLIC = ["AnnularDetector", "CameraModel", "FrozenPhonons", "Grid", "Model", "MultisliceSimulation",
+          "PRISMSimulation", "PixelatedDetector", "PotentialBuilder", "Prediction", "Probe", "Scan",
+          "SegmentedDetector", "cbed_patterns", "degrade", "grid_scan", "line_scan", "load_model", "locate_atoms",
+          "open_4dstem", "pacbed", "perovskite_slab", "register_pacbed", "render_incoherent", "save_model",
+          "stem_image"]
 
 
 def test_public_names_are_pinned_and_documented():

@@ -48,6 +48,10 @@ _EXPORTS = {
     "render_incoherent": "inverscope.physics.imaging.incoherent",
     # structures
     "perovskite_slab": "inverscope.physics.structures",
+    # cameras and registration (simulated patterns as instruments record them, and back)
+    "CameraModel": "inverscope.datasets.degrade",
+    "degrade": "inverscope.datasets.degrade",
+    "register_pacbed": "inverscope.analysis.registration",
     # data and models
     "open_4dstem": "inverscope.datasets.io",
     "Model": "inverscope.analysis.predictor",
