@@ -328,6 +328,24 @@ def locate_atoms(prob_maps, *, threshold: float = 0.5, min_distance_px: int = 3,
     ------
     InverscopeError
         NaN values, wrong shapes or bad parameters (one line).
+
+    Examples
+    --------
+    Probability maps (background, Sr) of a 32 x 32 image with three atoms, 0.2 Å per pixel:
+
+    >>> import numpy as np
+    >>> import inverscope as isc
+    >>> probs = np.zeros((2, 32, 32))
+    >>> blob = np.array([[0.2, 0.5, 0.2], [0.5, 0.9, 0.5], [0.2, 0.5, 0.2]])
+    >>> for row, col in [(8, 8), (8, 24), (24, 16)]:
+    ...     probs[1, row - 1:row + 2, col - 1:col + 2] = blob
+    >>> probs[0] = 1.0 - probs[1]
+    >>> atoms = isc.locate_atoms(probs, pixel_size_angstrom=0.2, background_channel=0, class_names=["Sr"])
+    >>> atoms[["x_px", "y_px", "x_angstrom", "y_angstrom", "class", "probability"]]
+       x_px  y_px  x_angstrom  y_angstrom class  probability
+    0   8.0   8.0         1.6         1.6    Sr          0.9
+    1  24.0   8.0         4.8         1.6    Sr          0.9
+    2  16.0  24.0         3.2         4.8    Sr          0.9
     """
     maps = _check_maps(prob_maps)
     window, refine = _check_common(min_distance_px, refine, pixel_size_angstrom, window_px)

@@ -43,7 +43,7 @@ _UNIT_SUFFIXES = (("_sd_nm", "nm"), ("_nm", "nm"), ("_sd_mrad", "mrad"), ("_mrad
 
 @dataclass
 class Prediction:
-    """What :meth:`Model.predict` found: arrays and tables with their units and uncertainties.
+    """What ``Model.predict`` found: arrays and tables with their units and uncertainties.
 
     Attributes
     ----------
@@ -77,6 +77,20 @@ class Prediction:
     out : Path or None
         Output directory with the files ``inverscope predict`` writes (figures, Zarr/CSV/
         Parquet, summary.json) when ``out=`` was given; None otherwise (they were temporary).
+
+    Examples
+    --------
+    ``Model.predict`` makes these; ``pred[name]`` is a map (or a table) by name and
+    ``pred.warnings`` what ``predict`` warned about. One made by hand:
+
+    >>> import numpy as np
+    >>> import inverscope as isc
+    >>> pred = isc.Prediction(kind="regression", maps={"value": np.zeros((4, 5)), "std": np.zeros((4, 5))},
+    ...                       units={"value": "nm", "std": "nm"})
+    >>> pred
+    Prediction(kind='regression', maps=[value (4, 5), std (4, 5)], tables=[], uncertainty=[])
+    >>> pred["value"].shape, pred.units["value"], pred.warnings
+    ((4, 5), 'nm', [])
     """
 
     kind: str
@@ -117,8 +131,25 @@ class Model:
     path : str or Path
         The model, with or without suffix, e.g. ``out/lao_sto_quick/models/classifier_paper``.
     device : str
-        Torch device for :meth:`predict` (``cpu``, ``cuda``, ``cuda:1``; default ``cpu``).
+        Torch device for ``predict`` (``cpu``, ``cuda``, ``cuda:1``; default ``cpu``).
         Atom-finding and polarization models also take it; PACBED models run on the CPU.
+
+    Attributes
+    ----------
+    task : str
+        ``classification``, ``regression``, ``polarization``, ``pacbed`` or ``atoms``.
+    architecture : str
+        Network architecture name (e.g. ``stack_cnn3d``, ``pattern_cnn``, ``unet``).
+    class_names : list of str
+        Class names in the order of the class indices (empty for regressions).
+    sampling_mrad : (float, float) or None
+        Detector sampling the model was trained at [mrad/px] (4D-STEM and PACBED models).
+    path : Path
+        The model as given.
+    device : str
+        The torch device ``predict`` uses.
+    meta : dict
+        The model's metadata (``NAME.json``).
 
     Raises
     ------
@@ -128,12 +159,26 @@ class Model:
 
     Examples
     --------
+    A classifier of the LAO/STO study (``make demo`` trains it, or ``inverscope run
+    recipes/lao_sto_quick.yaml --out out/lao_sto_quick``) applied to a (4, 16, 26, 26) scan
+    recorded at 1.75 mrad/px; ``predict`` returns a ``Prediction``:
+
     >>> import inverscope as isc
-    >>> model = isc.Model("out/lao_sto_quick/models/classifier_paper")
-    >>> model.task, model.class_names, model.sampling_mrad
+    >>> model = isc.Model("out/lao_sto_quick/models/classifier_paper")   # doctest: +SKIP
+    >>> model.task, model.class_names, model.sampling_mrad   # doctest: +SKIP
     ('classification', ['rough', 'intermixed'], (3.5, 3.5))
-    >>> pred = model.predict("scan.npy", sampling_mrad=1.75)   # binned onto the model's 3.5 mrad/px
-    >>> pred.maps["prob_rough"].shape, pred.units["prob_rough"]
+    >>> pred = model.predict("scan.npy", sampling_mrad=1.75)   # doctest: +SKIP
+    >>> pred.maps["prob_rough"].shape, pred.units["prob_rough"]   # doctest: +SKIP
+    ((4, 5), '1')
+
+    The patterns were binned onto the model's 3.5 mrad pixels, and the maps are (scan rows,
+    window starts): windows of 12 positions along the scan's second axis give 5 starts.
+    Both files of a model are needed:
+
+    >>> isc.Model("no/such/model")
+    Traceback (most recent call last):
+        ...
+    inverscope.core.errors.InverscopeError: no/such/model: a model needs both model.safetensors and model.json
     """
 
     def __init__(self, path, device: str = "cpu"):

@@ -41,6 +41,27 @@ class Grid:
         Size of the cell along x and y [Å].
     gpts : (int, int)
         Number of grid points along x and y.
+
+    Attributes
+    ----------
+    sampling : (float, float)
+        Pixel size ``extent / gpts`` [Å].
+    reciprocal_sampling : (float, float)
+        Pixel size in reciprocal space ``1 / extent`` [1/Å].
+
+    Examples
+    --------
+    A 11.7 Å cell (3 x 3 unit cells of SrTiO3) at no more than 0.05 Å per pixel; the
+    number of points is rounded up to an FFT-friendly size:
+
+    >>> import inverscope as isc
+    >>> grid = isc.Grid.from_sampling((11.7, 11.7), 0.05)
+    >>> grid
+    Grid(extent=(11.7, 11.7), gpts=(240, 240))
+    >>> round(grid.sampling[0], 4)
+    0.0487
+    >>> round(grid.antialias_cutoff_mrad(0.02508), 1)   # largest angle at 200 kV [mrad]
+    171.5
     """
 
     extent: tuple[float, float]

@@ -31,7 +31,36 @@ def model_paths(path) -> tuple[Path, Path]:
 
 
 def save_model(path, net: torch.nn.Module, architecture: str, metadata: dict) -> Path:
-    """Write weights and metadata atomically; returns the weights path."""
+    """Write weights and metadata atomically; returns the weights path.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``NAME``, ``NAME.safetensors`` or ``NAME.json``; writes ``NAME.safetensors`` (the
+        weights) and ``NAME.json`` (the metadata), creating the folder if needed.
+    net : torch.nn.Module
+        A network of ``inverscope.models.nets`` (it carries its ``config``).
+    architecture : str
+        Its name in ``inverscope.models.nets.NETS`` (e.g. ``"stack_cnn3d"``, ``"unet"``).
+    metadata : dict
+        JSON-ready extras stored beside ``format``, ``architecture``, ``config`` and
+        ``inverscope_version``: ``task``, ``class_names``, ``normalization``, ``input`` (e.g.
+        ``sampling_mrad`` [mrad]), provenance.
+
+    Returns
+    -------
+    Path
+        The weights file ``NAME.safetensors``.
+
+    Examples
+    --------
+    >>> import inverscope as isc
+    >>> from inverscope.models.nets import build_net
+    >>> net = build_net("shallow_mlp", {"inputs": 8, "outputs": 3})
+    >>> weights = isc.save_model("models/mlp", net, "shallow_mlp", {"task": "regression"})
+    >>> weights.name, sorted(p.name for p in weights.parent.iterdir())
+    ('mlp.safetensors', ['mlp.json', 'mlp.safetensors'])
+    """
     weights, meta_path = model_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -68,7 +97,46 @@ def load_metadata(path) -> dict:
 
 
 def load_model(path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network from metadata and load its weights (eval mode)."""
+    """Rebuild the network from metadata and load its weights (eval mode).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``NAME``, ``NAME.safetensors`` or ``NAME.json``; both files must exist. Nothing is
+        unpickled.
+    device : str
+        Torch device for the weights and the network ('cpu', 'cuda', ...).
+
+    Returns
+    -------
+    net : torch.nn.Module
+        The network in eval mode, on `device`.
+    meta : dict
+        The metadata of ``NAME.json`` (``architecture``, ``config``, ``task``, normalization,
+        class names, input calibration, ...).
+
+    Raises
+    ------
+    InverscopeError
+        A missing file, metadata that is not inverscope's, an unknown architecture, or weights
+        that are unreadable or do not match it.
+
+    Examples
+    --------
+    A network saved with ``save_model`` and loaded back (a trained model would be e.g.
+    ``out/lao_sto_quick/models/classifier_paper``; ``isc.Model`` applies those to data):
+
+    >>> import torch
+    >>> import inverscope as isc
+    >>> from inverscope.models.nets import build_net
+    >>> _ = isc.save_model("models/mlp", build_net("shallow_mlp", {"inputs": 8, "outputs": 3}), "shallow_mlp",
+    ...                    {"task": "regression"})
+    >>> net, meta = isc.load_model("models/mlp")
+    >>> meta["architecture"], meta["task"], net.training
+    ('shallow_mlp', 'regression', False)
+    >>> net(torch.zeros(2, 8)).shape
+    torch.Size([2, 3])
+    """
     meta = load_metadata(path)
     weights, meta_path = model_paths(path)
     try:

@@ -142,6 +142,10 @@ def open_4dstem(path, thickness_index: int = -1) -> FourD:
     Returns
     -------
     FourD
+        ``data``: a lazy Dask array (scan rows, scan columns, detector rows, detector columns) as
+        the file stores it (campaign stores: (n_stacks, P, ky, kx)); ``sampling_mrad``: the
+        detector pixel size (ky, kx) [mrad] when the source records it, else None; ``source``:
+        path and reader.
 
     Raises
     ------
@@ -150,6 +154,19 @@ def open_4dstem(path, thickness_index: int = -1) -> FourD:
         expected, an unknown extension (with the formats that open), a missing optional package
         (``reading FORMAT files needs the Python package X (pip install X)``), or a file that is
         truncated or of another format.
+
+    Examples
+    --------
+    A NumPy file of a 3 x 4 scan of 16 x 16 patterns (``.npy`` carries no calibration):
+
+    >>> import numpy as np
+    >>> import inverscope as isc
+    >>> np.save("scan.npy", np.ones((3, 4, 16, 16), np.float32))
+    >>> data = isc.open_4dstem("scan.npy")
+    >>> data.data.shape, data.sampling_mrad
+    ((3, 4, 16, 16), None)
+    >>> float(data.data[0, 0].sum().compute())   # read on demand (Dask)
+    256.0
     """
     path = Path(path)
     if not path.exists():

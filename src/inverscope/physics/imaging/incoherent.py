@@ -178,6 +178,8 @@ def render_incoherent(columns: Sequence[dict], shape: tuple[int, int], pixel_siz
     pixel_size_angstrom : float or sequence
         True pixel size per image [Å].
     probe : Probe or sequence of Probe
+        Energy [eV], convergence semiangle [mrad], defocus and aberrations of the probe whose
+        intensity ``|psi(r)|^2`` images each column.
     source_fwhm_angstrom : float or sequence
         Gaussian source FWHM per image [Å].
     thickness_exponent : float or sequence
@@ -188,6 +190,8 @@ def render_incoherent(columns: Sequence[dict], shape: tuple[int, int], pixel_siz
     origin_angstrom : (float, float) or sequence of them
         Position [Å] of pixel (0, 0) in the structure's coordinates.
     mode : "haadf" or "abf"
+        Bright columns on a dark background (HAADF) or the crude ABF-like contrast of the
+        module docstring.
     abf_contrast : float or sequence
         Depth of the darkest column in ABF mode (fraction of the background 1).
     oversample : int
@@ -200,6 +204,19 @@ def render_incoherent(columns: Sequence[dict], shape: tuple[int, int], pixel_siz
         over the image area in pixels); ABF: 1 on vacuum.
     params : list of dict
         Per image: pixel size, probe settings, source size, exponents, mode, oversample.
+
+    Examples
+    --------
+    Two columns of weight 1 and 2 on a 32 x 32 image at 0.4 Å/px; a column of weight w
+    integrates to w:
+
+    >>> import inverscope as isc
+    >>> columns = [{"x": [4.0, 8.0], "y": [4.0, 8.0], "z_weight": [1.0, 2.0], "n_atoms": [1, 1]}]
+    >>> images, params = isc.render_incoherent(columns, (32, 32), 0.4, isc.Probe(200e3, 20.0))
+    >>> images.shape, round(float(images.sum()), 3)
+    (torch.Size([1, 32, 32]), 3.0)
+    >>> params[0]["pixel_size_angstrom"], params[0]["n_columns"], params[0]["mode"]
+    (0.4, 2, 'haadf')
     """
     if mode not in ("haadf", "abf"):
         raise field_error("mode", mode, "allowed: 'haadf', 'abf'")

@@ -51,6 +51,25 @@ class PixelatedDetector:
         Pixel size of the output [mrad]; None keeps the simulation's own sampling.
     shape : (int, int) or None
         Output pattern size in pixels; overrides the size implied by `max_angle_mrad`.
+
+    Notes
+    -----
+    Patterns are centred (the undiffracted beam at pixel ``(n // 2, m // 2)``) and are
+    fractions of the incident beam: a pattern sums to one when nothing is scattered
+    outside it. ``plan(grid, wavelength_angstrom)`` resolves the detector for one grid and
+    tells the output shape and pixel size [mrad].
+
+    Examples
+    --------
+    >>> import inverscope as isc
+    >>> grid = isc.Grid.from_sampling((3.905, 3.905), 0.1)
+    >>> wavelength = isc.Probe(200e3, 20.0).wavelength_angstrom   # [Å]
+    >>> plan = isc.PixelatedDetector(max_angle_mrad=40.0).plan(grid, wavelength)
+    >>> plan.shape, round(plan.sampling_mrad[0], 3)   # the simulation's own pixels [mrad]
+    ((13, 13), 6.422)
+    >>> plan = isc.PixelatedDetector(max_angle_mrad=40.0, sampling_mrad=2.0).plan(grid, wavelength)
+    >>> plan.shape, plan.sampling_mrad   # rebinned to 2 mrad pixels
+    ((39, 39), (2.0, 2.0))
     """
 
     def __init__(self, max_angle_mrad: float | None = None, sampling_mrad: float | None = None,

@@ -124,6 +124,27 @@ def pacbed(potential: PotentialBuilder, probe: Probe, cell_angstrom: Sequence[fl
     Returns
     -------
     PACBEDResult
+        ``array`` (n_thickness, nkx, nky): the mean intensity over the positions, a fraction of
+        the incident beam (sums to <= 1), undiffracted beam at pixel ``(n // 2, n // 2)``;
+        ``thicknesses_angstrom`` [Å] (slice boundaries); ``sampling_mrad`` [mrad];
+        ``metadata``.
+
+    Examples
+    --------
+    A thickness series of SrTiO3 [001] up to 4 cells (15.6 Å), 2 x 2 positions per cell:
+
+    >>> import inverscope as isc
+    >>> atoms = isc.perovskite_slab("SrTiO3", 1, 4 * 3.905)
+    >>> grid = isc.Grid.from_sampling((3.905, 3.905), 0.1)
+    >>> potential = isc.PotentialBuilder(atoms, grid, 3.905 / 2)   # 8 slices
+    >>> result = isc.pacbed(potential, isc.Probe(200e3, 20.0), (3.905, 3.905), positions_per_cell=2,
+    ...                     detector=isc.PixelatedDetector(max_angle_mrad=40.0))
+    >>> result.array.shape, round(result.sampling_mrad[0], 3)   # (thickness, kx, ky), [mrad]
+    ((8, 13, 13), 6.422)
+    >>> result.thicknesses_angstrom[[0, -1]].round(2).tolist()   # [Å]
+    [1.95, 15.62]
+    >>> result.array.sum(axis=(1, 2))[[0, -1]].round(3)   # fraction of the beam within 40 mrad
+    array([0.995, 0.959], dtype=float32)
     """
     sim = pacbed_simulation(potential, probe, cell_angstrom, positions_per_cell=positions_per_cell, detector=detector,
                             thicknesses_angstrom=thicknesses_angstrom, phonons=phonons, tilt_mrad=tilt_mrad,

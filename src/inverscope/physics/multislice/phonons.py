@@ -24,6 +24,20 @@ class FrozenPhonons:
         Number of configurations whose intensities are averaged.
     seed : int
         Seed of the displacements; configuration i uses the i-th spawned child stream.
+
+    Examples
+    --------
+    Room-temperature RMS displacements of SrTiO3 [Å], four configurations:
+
+    >>> import inverscope as isc
+    >>> atoms = isc.perovskite_slab("SrTiO3", 1, 3.905)   # 5 atoms
+    >>> phonons = isc.FrozenPhonons({"Sr": 0.088, "Ti": 0.073, "O": 0.084}, num_configs=4, seed=0)
+    >>> positions = phonons.positions(atoms)   # one (N, 3) array [Å] per configuration
+    >>> len(positions), positions[0].shape
+    (4, (5, 3))
+
+    Pass it as ``phonons=`` to ``MultisliceSimulation``, ``PRISMSimulation``, ``stem_image``
+    or ``pacbed``; the intensities are averaged over the configurations.
     """
 
     def __init__(self, sigmas_angstrom: float | dict[str, float], num_configs: int = 8, seed: int = 0):

@@ -209,6 +209,28 @@ class PotentialBuilder:
         Electron scattering factors.
     structure_factor : {'hybrid', 'exact'}
         How atom positions enter (see module docstring).
+
+    Attributes
+    ----------
+    num_slices : int
+        Number of slices.
+    thickness_angstrom : float
+        Specimen thickness, the cell's z side [Å].
+    edges : np.ndarray
+        (num_slices + 1,) slice boundaries along z [Å].
+
+    Examples
+    --------
+    One SrTiO3 unit cell cut into two slices of half a lattice constant:
+
+    >>> import inverscope as isc
+    >>> atoms = isc.perovskite_slab("SrTiO3", 1, 3.905)
+    >>> grid = isc.Grid.from_sampling((3.905, 3.905), 0.1)
+    >>> potential = isc.PotentialBuilder(atoms, grid, slice_thickness_angstrom=3.905 / 2)
+    >>> potential.num_slices, potential.thickness_angstrom
+    (2, 3.905)
+    >>> potential.projected_potential().shape   # (num_slices, nx, ny) [V·Å]
+    torch.Size([2, 40, 40])
     """
 
     def __init__(self, atoms: Atoms, grid: Grid, slice_thickness_angstrom: float = 2.0,

@@ -102,10 +102,13 @@ class PRISMSimulation:
     Parameters
     ----------
     potential : PotentialBuilder
+        The sliced specimen; its grid sets the real-space sampling [Å].
     probe : Probe
         Aperture, defocus and aberrations enter the plane-wave coefficients.
     scan : Scan
+        Probe positions [Å], inside the cell.
     detectors : AnnularDetector, SegmentedDetector or a sequence of them
+        Integrating detectors [mrad]; their signal names must be unique.
     interpolation : int
         PRISM interpolation factor f in (1, 2, 3, 4); the grid's gpts must be divisible by 2 f.
     thicknesses_angstrom : sequence of float, optional
@@ -128,6 +131,34 @@ class PRISMSimulation:
         Fourier-crop the S-matrix to the anti-aliasing cutoff after propagation.
     store_patterns : bool
         Also keep the diffraction patterns of every position (cut to the cutoff disc).
+
+    Notes
+    -----
+    ``run()`` returns ``STEMImages`` as ``stem_image`` does: ``images``, one array
+    (*scan.shape, n_thickness) per detector signal in fractions of the incident beam,
+    ``thicknesses_angstrom`` [Å], ``metadata`` and, with ``store_patterns=True``,
+    ``patterns`` (*scan.shape, n_thickness, px, py) at ``metadata["pattern_sampling_mrad"]``.
+
+    Examples
+    --------
+    At interpolation 1 PRISM gives the plain multislice images (see ``stem_image``); at 2
+    it uses every second beam:
+
+    >>> import inverscope as isc
+    >>> atoms = isc.perovskite_slab("SrTiO3", 1, 3.905)
+    >>> grid = isc.Grid.from_sampling((3.905, 3.905), 0.1)   # 40 x 40 points
+    >>> potential = isc.PotentialBuilder(atoms, grid, 3.905 / 2)
+    >>> scan = isc.grid_scan((0.0, 0.0), (3.905, 3.905), (2, 2))
+    >>> adf = isc.AnnularDetector(30, 80, name="adf")
+    >>> sim = isc.PRISMSimulation(potential, isc.Probe(200e3, 20.0), scan, adf, interpolation=1)
+    >>> sim.num_beams
+    45
+    >>> sim.run().image("adf").round(3)   # fraction of the beam
+    array([[0.03 , 0.002],
+           [0.002, 0.025]])
+    >>> sim = isc.PRISMSimulation(potential, isc.Probe(200e3, 20.0), scan, adf, interpolation=2)
+    >>> sim.num_beams, sim.run().images["adf"].shape   # (*scan, thickness)
+    (13, (2, 2, 1))
     """
 
     def __init__(self, potential: PotentialBuilder, probe: Probe, scan: Scan, detectors, interpolation: int = 2,

@@ -80,9 +80,31 @@ class Probe:
         Smooth the aperture edge over one pixel (reduces ringing).
     defocus_angstrom : float
         Defocus [Å] (= -C10).
-    aberrations : dict
+    aberrations : dict, optional
         Polar coefficients ``C12 .. C56`` [Å] and angles ``phi12 ..`` [rad];
         ``C10`` here adds to ``-defocus_angstrom``.
+
+    Attributes
+    ----------
+    wavelength_angstrom : float
+        Relativistic electron wavelength [Å] at `energy_ev`.
+
+    Examples
+    --------
+    A 200 kV, 20 mrad probe 50 Å defocused, built at two positions of a 10 Å cell:
+
+    >>> import inverscope as isc
+    >>> probe = isc.Probe(200e3, 20.0, defocus_angstrom=50.0)
+    >>> round(probe.wavelength_angstrom, 5)   # [Å]
+    0.02508
+    >>> probe.coefficients()   # C10 = -defocus [Å]
+    {'C10': -50.0}
+    >>> grid = isc.Grid.from_sampling((10.0, 10.0), 0.1)
+    >>> waves = probe.build(grid, [[5.0, 5.0], [2.0, 3.0]])   # positions (x, y) [Å]
+    >>> waves.shape, waves.dtype
+    (torch.Size([2, 100, 100]), torch.complex64)
+    >>> round(float((probe.fourier_array(grid).abs() ** 2).sum()), 4)   # normalized in k-space
+    1.0
     """
 
     def __init__(self, energy_ev: float, semiangle_mrad: float, soft_edge: bool = True,

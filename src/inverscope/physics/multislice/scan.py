@@ -14,8 +14,30 @@ class Scan:
     ----------
     positions_angstrom : array (N, 2)
         Probe positions (x, y) [Å].
+    shape : tuple of int, optional
+        Shape of the scan axes of the result, prod(shape) == N; default ``(N,)``.
+
+    Attributes
+    ----------
+    positions_angstrom : np.ndarray
+        (N, 2) probe positions (x, y) [Å], float64.
     shape : tuple of int
-        Shape of the scan axes of the result, prod(shape) == N.
+        Shape of the scan axes of the result.
+
+    Raises
+    ------
+    ScanError
+        No positions, not (N, 2), NaN or infinite values, or a shape that does not hold N.
+
+    Examples
+    --------
+    Four explicit positions reported as a 2 x 2 map:
+
+    >>> import inverscope as isc
+    >>> scan = isc.Scan([[0.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 2.0]], shape=(2, 2))
+    >>> len(scan), scan.shape, scan.positions_angstrom.shape
+    (4, (2, 2), (4, 2))
+    >>> scan.validate((3.905, 3.905))   # inside the cell: no error
     """
 
     def __init__(self, positions_angstrom, shape: tuple[int, ...] | None = None):
@@ -44,7 +66,35 @@ class Scan:
 
 
 def grid_scan(start_angstrom, end_angstrom, gpts, endpoint: bool = False) -> Scan:
-    """Raster of gpts[0] x gpts[1] positions from `start` towards `end` [Å]."""
+    """Raster of gpts[0] x gpts[1] positions from `start` towards `end` [Å].
+
+    Parameters
+    ----------
+    start_angstrom : (float, float)
+        First position (x, y) [Å].
+    end_angstrom : (float, float)
+        Corner the raster runs towards (x, y) [Å]; reached only with ``endpoint=True``.
+    gpts : int or (int, int)
+        Positions along x and y (one number: the same along both).
+    endpoint : bool
+        Include `end_angstrom`. The default False spaces the positions by
+        ``(end - start) / gpts``, so a raster over one periodic cell counts no position twice.
+
+    Returns
+    -------
+    Scan
+        ``gpts[0] * gpts[1]`` positions [Å] with ``shape == (gpts[0], gpts[1])``; x varies along
+        the first axis (position ``i * gpts[1] + j`` is the i-th x and the j-th y).
+
+    Examples
+    --------
+    >>> import inverscope as isc
+    >>> scan = isc.grid_scan((0.0, 0.0), (3.905, 3.905), (4, 3))   # one SrTiO3 cell
+    >>> scan.shape, scan.positions_angstrom.shape
+    ((4, 3), (12, 2))
+    >>> scan.positions_angstrom[:4].round(4).tolist()
+    [[0.0, 0.0], [0.0, 1.3017], [0.0, 2.6033], [0.9762, 0.0]]
+    """
     gpts = (int(gpts), int(gpts)) if np.isscalar(gpts) else tuple(int(g) for g in gpts)
     if min(gpts) < 1:
         raise field_error("scan.gpts", gpts, "need at least one position per axis")
@@ -54,7 +104,34 @@ def grid_scan(start_angstrom, end_angstrom, gpts, endpoint: bool = False) -> Sca
 
 
 def line_scan(start_angstrom, end_angstrom, num_points: int, endpoint: bool = True) -> Scan:
-    """`num_points` positions on the segment from `start` to `end` [Å]."""
+    """`num_points` positions on the segment from `start` to `end` [Å].
+
+    Parameters
+    ----------
+    start_angstrom : (float, float)
+        First position (x, y) [Å].
+    end_angstrom : (float, float)
+        End of the segment (x, y) [Å].
+    num_points : int
+        Number of positions (>= 1).
+    endpoint : bool
+        Include `end_angstrom` (default True); False spaces the positions by
+        ``(end - start) / num_points``.
+
+    Returns
+    -------
+    Scan
+        `num_points` equally spaced positions [Å] with ``shape == (num_points,)``.
+
+    Examples
+    --------
+    >>> import inverscope as isc
+    >>> scan = isc.line_scan((0.0, 1.0), (3.905, 1.0), 5)
+    >>> scan.shape
+    (5,)
+    >>> scan.positions_angstrom[:, 0].round(4).tolist()   # x [Å]
+    [0.0, 0.9762, 1.9525, 2.9288, 3.905]
+    """
     if int(num_points) < 1:
         raise field_error("scan.num_points", num_points, "need at least one position")
     t = np.linspace(0.0, 1.0, int(num_points), endpoint=endpoint)[:, None]

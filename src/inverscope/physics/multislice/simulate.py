@@ -104,21 +104,57 @@ class MultisliceSimulation:
     Parameters
     ----------
     potential : PotentialBuilder
+        The sliced specimen; its grid sets the real-space sampling [Å].
     probe : Probe
+        Energy [eV], convergence semiangle [mrad], defocus and aberrations.
     scan : Scan
-    detector : PixelatedDetector
+        Probe positions [Å], inside the cell.
+    detector : PixelatedDetector, optional
+        Output pixels; default ``PixelatedDetector()`` (the whole anti-aliased disc at the
+        simulation's own sampling [mrad]).
     thicknesses_angstrom : sequence of float, optional
-        Exit thicknesses to record in one pass; default the full specimen.
+        Exit thicknesses to record in one pass [Å] (each rounded to the nearest slice
+        boundary); default the full specimen.
     phonons : FrozenPhonons or list of (N, 3) arrays, optional
-        Either a seeded Einstein model or explicit displaced positions per configuration.
+        Either a seeded Einstein model or explicit displaced positions per configuration [Å].
     device : str
         'cpu', 'cuda', 'cuda:1', ...
     memory_budget_mb : float
         Bound on the working set of one batch of probes [MiB].
     batch_size : int, optional
         Probes per batch; overrides the memory budget.
+    dtype : torch.dtype
+        torch.float32 (complex64 waves, default) or torch.float64.
     tilt_mrad : (float, float)
         Specimen tilt relative to the beam, x and y [mrad] (in the Fresnel propagator).
+
+    Notes
+    -----
+    ``run()`` returns a ``CBEDResult``: ``array`` of intensities (*scan.shape, n_thickness,
+    nkx, nky), each pattern a fraction of the incident beam (sums to <= 1), with
+    ``sampling_mrad`` [mrad], ``thicknesses_angstrom`` [Å] and ``positions_angstrom`` [Å].
+    ``run(sink=...)`` hands each batch to `sink` instead (results larger than memory);
+    ``iter_batches()`` yields them.
+
+    Examples
+    --------
+    A 2 x 2 raster over one SrTiO3 cell, recorded after each of its two slices:
+
+    >>> import inverscope as isc
+    >>> atoms = isc.perovskite_slab("SrTiO3", 1, 3.905)
+    >>> grid = isc.Grid.from_sampling((3.905, 3.905), 0.1)
+    >>> potential = isc.PotentialBuilder(atoms, grid, 3.905 / 2)
+    >>> scan = isc.grid_scan((0.0, 0.0), (3.905, 3.905), (2, 2))
+    >>> sim = isc.MultisliceSimulation(potential, isc.Probe(200e3, 20.0), scan,
+    ...                                isc.PixelatedDetector(max_angle_mrad=40.0),
+    ...                                thicknesses_angstrom=[1.95, 3.905])
+    >>> result = sim.run()
+    >>> result.array.shape   # (scan x, scan y, thickness, kx, ky)
+    (2, 2, 2, 13, 13)
+    >>> result.thicknesses_angstrom.tolist(), round(result.sampling_mrad[0], 3)   # [Å], [mrad]
+    ([1.9525, 3.905], 6.422)
+    >>> round(float(result.array[1, 1, -1].sum()), 2)   # fraction of the beam within 40 mrad
+    0.99
     """
 
     def __init__(self, potential: PotentialBuilder, probe: Probe, scan: Scan, detector: PixelatedDetector | None = None,
@@ -266,6 +302,57 @@ def cbed_patterns(potential: PotentialBuilder, probe: Probe, positions_angstrom,
 
     `atom_positions` (N, 3) [Å] and the values of `aberrations` (e.g. ``{"C10": tensor}``)
     may require grad; gradients flow through potential, probe and propagation.
+
+    Parameters
+    ----------
+    potential : PotentialBuilder
+        The sliced specimen; its grid sets the real-space sampling [Å].
+    probe : Probe
+        Energy [eV], convergence semiangle [mrad], defocus and aberrations.
+    positions_angstrom : array-like (B, 2)
+        Probe positions (x, y) [Å].
+    detector : PixelatedDetector, optional
+        Output pixels; default ``PixelatedDetector()`` (the whole anti-aliased disc at the
+        simulation's own sampling, ``detector.plan(grid, wavelength).sampling_mrad`` [mrad]).
+    atom_positions : torch.Tensor (N, 3), optional
+        Atom positions [Å] replacing those of ``potential.atoms`` (wrapped into the cell); may
+        require grad.
+    aberrations : dict, optional
+        Aberration coefficients [Å] and angles [rad] that override the probe's (``C10``
+        includes the defocus: ``C10 = -defocus``); values may be tensors that require grad.
+    thicknesses_angstrom : sequence of float, optional
+        Exit thicknesses [Å] (nearest slice boundaries); default the full specimen.
+    device : str
+        'cpu', 'cuda', ...
+    dtype : torch.dtype
+        torch.float64 (default, complex128 waves) or torch.float32.
+    tilt_mrad : (float, float)
+        Specimen tilt relative to the beam, x and y [mrad].
+
+    Returns
+    -------
+    torch.Tensor
+        (B, n_thick, nkx, nky) intensities, centred, each pattern a fraction of the incident
+        beam (sums to <= 1); real, of `dtype`, on `device`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import inverscope as isc
+    >>> atoms = isc.perovskite_slab("SrTiO3", 1, 3.905)
+    >>> grid = isc.Grid.from_sampling((3.905, 3.905), 0.1)
+    >>> potential = isc.PotentialBuilder(atoms, grid, 3.905 / 2)
+    >>> probe = isc.Probe(200e3, 20.0)
+    >>> patterns = isc.cbed_patterns(potential, probe, [[1.0, 1.0], [2.0, 2.0]])
+    >>> patterns.shape, round(float(patterns[0].sum()), 4)   # intensity conserved
+    (torch.Size([2, 1, 26, 26]), 1.0)
+
+    Gradients with respect to the atom positions:
+
+    >>> positions = torch.tensor(atoms.positions, requires_grad=True)
+    >>> isc.cbed_patterns(potential, probe, [[1.0, 1.0]], atom_positions=positions)[0, 0, 13, 13].backward()
+    >>> positions.grad.shape   # d(central pixel) / d(positions) [1/Å]
+    torch.Size([5, 3])
     """
     grid, lam = potential.grid, probe.wavelength_angstrom
     plan = (detector or PixelatedDetector()).plan(grid, lam)

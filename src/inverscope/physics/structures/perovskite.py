@@ -29,7 +29,33 @@ def perovskite_cell(a_site: str = "Sr", b_site: str = "Ti", a_angstrom: float = 
 
 
 def perovskite_slab(compound: str = "SrTiO3", repeat_xy: int | tuple[int, int] = 3, thickness_angstrom: float = 100.0) -> Atoms:
-    """A [001] slab `repeat_xy` cells wide, as many cells deep as come nearest `thickness_angstrom`."""
+    """A [001] slab `repeat_xy` cells wide, as many cells deep as come nearest `thickness_angstrom`.
+
+    Parameters
+    ----------
+    compound : {'SrTiO3', 'BaTiO3', 'LaAlO3', 'KNbO3'}
+        The cubic (pseudo-cubic) perovskite; lattice constants [Å] are ``LATTICE_ANGSTROM``
+        (3.905, 4.00, 3.79, 4.02).
+    repeat_xy : int or (int, int)
+        Unit cells along x and y (one number: the same along both).
+    thickness_angstrom : float
+        Target thickness along the beam (z) [Å]; rounded to a whole number of cells (at least one).
+
+    Returns
+    -------
+    ase.Atoms
+        Orthogonal periodic cell ``(repeat_x a, repeat_y a, n_z a)`` [Å]; the A-site column at
+        the cell corner, atomic planes a quarter lattice constant off z = 0.
+
+    Examples
+    --------
+    >>> import inverscope as isc
+    >>> atoms = isc.perovskite_slab("SrTiO3", repeat_xy=3, thickness_angstrom=20.0)   # 5 cells deep
+    >>> len(atoms), atoms.get_chemical_formula()
+    (225, 'O135Sr45Ti45')
+    >>> atoms.cell.lengths().round(3).tolist()   # [Å]
+    [11.715, 11.715, 19.525]
+    """
     if compound not in LATTICE_ANGSTROM:
         raise field_error("compound", compound, f"allowed: {', '.join(LATTICE_ANGSTROM)}")
     if not (thickness_angstrom > 0):
