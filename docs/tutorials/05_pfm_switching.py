@@ -120,7 +120,6 @@ net = build_net("pca_residual_ae", net_cfg)
 net.init_from_data(x[tr_idx])
 rec0, _ = reconstruct(net, x[te_idx])
 print(f"held-out MSE at initialisation (= PCA-8): {np.mean((rec0 - x[te_idx]) ** 2):.5f}")
-net.train()                                            # reconstruct() left it in inference mode
 
 train_cfg = AETrainConfig(lr=2e-3, weight_decay=1e-4, batch_size=256, max_epochs=40, max_minutes=0.5,
                           l1_activity=0.0, seed=0, accelerator="cpu", progress_bar=False)

@@ -316,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import warnings
 
+    # the command line only writes figures to files: no GUI backend, even with a display (library
+    # modules leave the backend alone, so figures stay inline in Jupyter)
+    os.environ["MPLBACKEND"] = "Agg"
     try:  # typer >= 0.20 vendors click; older versions use click itself
         from typer._click.exceptions import NoArgsIsHelpError
     except ImportError:  # pragma: no cover

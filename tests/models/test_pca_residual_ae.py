@@ -47,12 +47,28 @@ def test_short_training_lowers_training_mse(tmp_path):
     torch.manual_seed(0)
     net = PCAResidualAE.from_data(PCAResidualAEConfig(steps=32, latent=2, encoder_hidden=[32], decoder_hidden=[32]), x_tr)
     before = _mse(net, x_tr)
-    net.train()  # reconstruct() left it in eval mode, which Lightning would keep
     fit_autoencoder(net, x_tr, x_te, AETrainConfig(max_epochs=15, lr=1e-3, batch_size=32, l1_activity=0.0,
                                                    progress_bar=False, max_minutes=None), tmp_path, "toy")
     after = _mse(net, x_tr)
     # two nonlinear parameters: PCA-2 leaves curvature that the residual branches pick up
     assert after < 0.9 * before
+
+
+def test_a_net_left_in_eval_mode_trains_in_train_mode(tmp_path):
+    x_tr, x_te = loops(64, 0), loops(16, 1)
+    net = PCAResidualAE.from_data(PCAResidualAEConfig(steps=32, latent=2, encoder_hidden=[8], decoder_hidden=[8]), x_tr)
+    reconstruct(net, x_te)  # leaves the net in eval mode
+    assert not net.training
+    modes, forward = [], net.forward
+
+    def spy(*args, **kwargs):
+        modes.append(net.training)
+        return forward(*args, **kwargs)
+
+    net.forward = spy
+    fit_autoencoder(net, x_tr, x_te, AETrainConfig(max_epochs=1, batch_size=32, progress_bar=False, max_minutes=None),
+                    tmp_path, "mode")
+    assert True in modes and not net.training  # trained in train mode (validation runs in eval), handed back in eval
 
 
 @pytest.mark.parametrize("decoder", ["mlp", "per_step"])

@@ -3,9 +3,6 @@ class confusion, multislice check, tracking (tracks, MSD, transitions), training
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -97,6 +97,7 @@ def fit_autoencoder(net, train: np.ndarray, val: np.ndarray, cfg: AETrainConfig,
                                                                        save_top_k=0)],
                         log_every_n_steps=1, check_val_every_n_epoch=5)
     t0 = time.perf_counter()
+    task.train()  # Lightning keeps the modes it finds: a net left in eval mode (e.g. by reconstruct) would train without dropout
     trainer.fit(task, tr, va)
     wall = time.perf_counter() - t0
     task.eval()
