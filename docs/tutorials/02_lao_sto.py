@@ -264,14 +264,15 @@ print(f"always answering the commoner class would score {majority:.2f}; one stac
 # inverscope run recipes/lao_sto_quick.yaml --out out/lao_sto_quick
 # ```
 #
-# simulates 180 structures (125 Å thick, exits at 101.5 and 125 Å, four frozen-phonon
+# simulates 216 structures (125 Å thick, exits at 101.5 and 125 Å, four frozen-phonon
 # configurations) and the static twins of the test structures, trains classifiers for both
 # modes (paper: rough vs intermixed; matched: rough vs composition-matched) and step
 # regressors, compares them with PCA + logistic regression, and writes `report.html` and
 # `metrics.json`. BENCHMARKS.md records, for this recipe on 2 CPU cores:
 #
-# - 2026-11-29 (quiet machine): 6:20 wall time, held-out accuracy **99.0 %** in the paper's
-#   mode and **93.3 %** in the matched mode (PCA + logistic regression: 94.9 / 86.7 %);
+# - 2026-11-30 (quiet machine): 4:42 wall time, held-out accuracy **97.3 %** in the paper's
+#   mode and **95.4 %** in the matched mode (PCA + logistic regression: 92.0 / 76.9 %);
+# - 2026-11-29, the recipe before (180 structures, two slices per cell): 6:20, 99.0 / 93.3 %;
 # - 2026-11-22: 98.0 % / 90.0 %, and the step position to a mean absolute error of 5.0 Å
 #   (101.5 Å model) and 4.9 Å (125 Å model), with only 29-34 training structures per
 #   regressor, "a demonstration at this scale, not the paper's statistics".

@@ -56,7 +56,7 @@ def test_load_recipe_merges_changes_into_a_recipe_file(tmp_path):
     base = load_recipe(ROOT / "recipes" / "lao_sto_quick.yaml")
     changed = load_recipe(ROOT / "recipes" / "lao_sto_quick.yaml",
                           {"campaign": {"num_samples": 30, "microscope": {"phonon_configs": 2}}})
-    assert (base.campaign.num_samples, changed.campaign.num_samples) == (180, 30)
+    assert (base.campaign.num_samples, changed.campaign.num_samples) == (216, 30)
     assert (base.campaign.microscope.phonon_configs, changed.campaign.microscope.phonon_configs) == (4, 2)
     # everything else is the file's
     assert changed.campaign.microscope.semiangle_mrad == base.campaign.microscope.semiangle_mrad == 20
