@@ -134,21 +134,9 @@ def inspect(store: Path = typer.Argument(..., help="a cbed.zarr written by `inve
 
 
 def _read_mapping(path: Path) -> dict:
-    import yaml
+    from inverscope.core.config import read_yaml_mapping
 
-    from inverscope.core.errors import ConfigError
-
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; expected a YAML recipe file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such recipe file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise ConfigError(f"{path}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values")
-    return data
+    return read_yaml_mapping(path)
 
 
 class _StageProgress:

@@ -40,6 +40,25 @@ def validate(model: type[M], data: object, source: str = "config") -> M:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
+def read_yaml_mapping(path: str | Path, what: str = "YAML recipe") -> dict:
+    """The mapping a YAML file holds; raises :class:`ConfigError` naming the problem (missing file,
+    a directory, invalid YAML with its line, not a mapping)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a {what} file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what.split()[-1]} file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    return data
+
+
 def load_yaml(path: str | Path, model: type[M]) -> M:
     """Read a YAML file into `model`; raises :class:`ConfigError` naming the problem."""
     path = Path(path)

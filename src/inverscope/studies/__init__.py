@@ -120,28 +120,13 @@ def load_recipe(recipe, changes: dict | None = None):
     >>> recipe.campaign.num_samples
     30
     """
-    from pathlib import Path
-
-    import yaml
-
-    from inverscope.core.config import validate
+    from inverscope.core.config import read_yaml_mapping, validate
     from inverscope.core.errors import ConfigError
 
     if isinstance(recipe, dict):
         data, source = dict(recipe), "recipe"
     else:
-        path = Path(recipe)
-        if path.is_dir():
-            raise ConfigError(f"{path}: is a directory; expected a YAML recipe file")
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such recipe file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise ConfigError(f"{path}: not valid YAML") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys to values")
-        source = str(path)
+        data, source = read_yaml_mapping(recipe), str(recipe)
     if changes:
         if not isinstance(changes, dict):
             raise ConfigError(f"changes: got {type(changes).__name__}; expected a mapping like the recipe's")
