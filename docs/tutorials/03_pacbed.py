@@ -43,13 +43,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import zarr
 
 import inverscope as isc
 from inverscope.analysis.registration import register_pacbed, resample_to_crystal
 from inverscope.analysis.template_matching import TemplateMatcher
 from inverscope.datasets.degrade import CameraModel, degrade
-from inverscope.datasets.pacbed_library import PACBEDLibraryConfig, run_library
+from inverscope.datasets.pacbed_library import PACBEDLibraryConfig, load_library, run_library
 
 torch.set_num_threads(2)
 workdir = tempfile.TemporaryDirectory()   # everything this notebook writes goes here
@@ -75,12 +74,12 @@ print("tilts (tx, ty) [mrad]:", cfg.tilts_mrad().tolist())
 stats = run_library(cfg, tmp / "library.zarr")
 print(f"simulated {stats['simulated']} tilts in {stats['wall_s']:.1f} s")
 
-lib_group = zarr.open_group(str(tmp / "library.zarr"), mode="r")
-library = lib_group["patterns"][:]                              # (tilt, thickness, kx, ky)
-tilts = np.stack([lib_group["tilt_x_mrad"][:], lib_group["tilt_y_mrad"][:]], -1)
-thick = np.asarray(lib_group.attrs["thicknesses_angstrom"])     # [Å]
-sampling = float(lib_group.attrs["sampling_mrad"][0])           # [mrad/px]
-print("library", library.shape, f"{sampling:.3f} mrad/px", lib_group.attrs["axes"])
+lib = load_library(tmp / "library.zarr")
+library = lib["patterns"]                                       # (tilt, thickness, kx, ky)
+tilts = lib["tilts_mrad"]                                       # (tilt, 2): (tx, ty) [mrad]
+thick = lib["thicknesses_angstrom"]                             # [Å]
+sampling = lib["sampling_mrad"]                                 # [mrad/px]
+print("library", library.shape, f"{sampling:.3f} mrad/px")
 
 # %% [markdown]
 # The thickness fringes inside the bright-field disc and the intensity between the discs

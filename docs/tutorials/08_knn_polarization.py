@@ -50,7 +50,7 @@ from inverscope.datasets.polar_campaign import PolarCampaignConfig, simulate_var
 from inverscope.datasets.shifts import SHIFT_GRID, apply_shift
 from inverscope.models.nets import build_net
 from inverscope.physics.structures.polar import projection_classes
-from inverscope.studies.knn_polarization import recentre
+from inverscope.analysis.com import recentre_patterns as recentre
 from inverscope.training.regimes import RegimeConfig, fit_regime, predict_classes
 
 torch.set_num_threads(2)

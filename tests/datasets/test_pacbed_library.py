@@ -69,3 +69,30 @@ def test_bad_library_configs_are_one_line_and_write_nothing(tmp_path, over, need
     (tmp_path / "lib.yaml").write_text(yaml.safe_dump({**TINY, **over}))
     assert needle in one_line_error(cli("campaign", tmp_path / "lib.yaml", "--out", tmp_path / "lib.zarr", "--quiet"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lib.yaml"]
+
+
+def test_load_library_reads_a_finished_store_and_refuses_others(library, tmp_path):
+    import shutil
+
+    from inverscope.core.errors import InverscopeError
+    from inverscope.datasets.pacbed_library import load_library
+
+    lib = load_library(library)
+    g = zarr.open_group(str(library), mode="r")
+    assert lib["patterns"].shape == (6, 6, 33, 33) and np.array_equal(lib["patterns"], g["patterns"][:])
+    assert lib["tilts_mrad"].tolist() == [[0, 0], [1, 0], [1, 1], [2, 0], [2, 1], [2, 2]]
+    assert lib["thicknesses_angstrom"].tolist() == g.attrs["thicknesses_angstrom"]
+    assert lib["sampling_mrad"] == pytest.approx(2 * 2.5 * 13.6 / 32) and lib["compound"] == "SrTiO3"
+    assert (lib["semiangle_mrad"], lib["energy_ev"]) == (13.6, 200e3)
+    unfinished = tmp_path / "unfinished.zarr"
+    shutil.copytree(library, unfinished)
+    done = zarr.open_group(str(unfinished), mode="r+")["done"]
+    done[2] = False
+    with pytest.raises(InverscopeError, match="1 of 6 tilts not simulated yet"):
+        load_library(unfinished)
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["schema"] = "inverscope.campaign/1"
+    with pytest.raises(InverscopeError, match="not a PACBED library store"):
+        load_library(tmp_path / "other.zarr")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InverscopeError):
+        load_library(tmp_path / "plain")

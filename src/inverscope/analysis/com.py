@@ -365,6 +365,47 @@ def descan_correct(com, *, method: Literal["plane", "mean"] = "plane", where=Non
 # ---------------------------------------------------------------- rotation
 
 
+def recentre_patterns(patterns) -> tuple[np.ndarray, list[float]]:
+    """Patterns shifted so that their mean CoM over the whole set sits on the optical axis.
+
+    A uniform descan (every pattern displaced by the same amount) moves the mean CoM off
+    ``(P // 2, P // 2)``; this undoes it with one sub-pixel shift for all patterns (bilinear,
+    zero outside), keeping each pattern's own CoM deviation, which carries the signal.
+
+    Parameters
+    ----------
+    patterns : array (n, P, P)
+        Diffraction patterns of one data set (counts or intensities).
+
+    Returns
+    -------
+    recentred : ndarray float32 (n, P, P)
+        The patterns shifted by minus the mean CoM offset (the input itself when the offset is
+        below 1e-3 px or undefined).
+    offset_px : list of float
+        The mean CoM offset found, ``[row, col]`` [px].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from inverscope.analysis.com import recentre_patterns
+    >>> disc = (np.hypot(*np.mgrid[-16:16, -16:16]) < 6).astype(np.float32)
+    >>> moved = np.roll(disc, (2, -1), axis=(0, 1))[None].repeat(3, axis=0)
+    >>> out, off = recentre_patterns(moved)
+    >>> [round(v, 3) for v in off], bool(np.allclose(out[0], disc, atol=1e-6))
+    ([2.0, -1.0], True)
+    """
+    from scipy.ndimage import shift
+
+    x = np.asarray(patterns)
+    p = x.shape[-1]
+    off = np.nanmean(centre_of_mass(x, centre_px=(p // 2, p // 2)).px, axis=0)
+    if not np.all(np.isfinite(off)) or np.hypot(*off) < 1e-3:
+        return x, [0.0, 0.0]
+    out = np.stack([shift(im, -off, order=1, mode="constant", cval=0.0) for im in x]).astype(np.float32)
+    return out, [float(off[0]), float(off[1])]
+
+
 def rotate_com(com, angle_deg: float) -> np.ndarray:
     """CoM vectors ``(..., 2)`` turned counter-clockwise as displayed by ``angle_deg`` [deg].
 

@@ -193,5 +193,57 @@ def run_library(cfg: PACBEDLibraryConfig, path, scheduler: str | None = None, n_
     return run_store_job(PACBEDLibraryJob(cfg), path, scheduler, n_workers, None, progress, check_resources, log)
 
 
+def load_library(path) -> dict:
+    """A finished PACBED library store, read into memory.
+
+    Parameters
+    ----------
+    path : str or Path
+        A store written by :func:`run_library` (or ``inverscope campaign`` with a
+        ``kind: pacbed_library`` config).
+
+    Returns
+    -------
+    dict
+        ``patterns`` float32 (tilts, thicknesses, kx, ky): the PACBED of each tilt at each exit,
+        zero angle at pixel ``(n // 2, n // 2)``, each summing to at most 1; ``tilts_mrad`` (tilts,
+        2): (tx, ty) [mrad]; ``thicknesses_angstrom`` (thicknesses,) [Å]; ``sampling_mrad``
+        [mrad/px]; ``semiangle_mrad``; ``energy_ev``; ``compound``.
+
+    Raises
+    ------
+    InverscopeError
+        One line: not a readable Zarr store, not a PACBED library, or not finished (how many
+        tilts are missing; rerunning :func:`run_library` finishes it).
+
+    Examples
+    --------
+    >>> from inverscope.datasets.pacbed_library import load_library
+    >>> lib = load_library("out/pacbed/library.zarr")          # doctest: +SKIP
+    >>> lib["patterns"].shape, lib["sampling_mrad"]            # doctest: +SKIP
+    ((6, 60, 65, 65), 1.0625)
+    """
+    import zarr
+
+    from inverscope.core.errors import InverscopeError
+
+    try:
+        g = zarr.open_group(str(path), mode="r")
+        schema = g.attrs.get("schema")
+    except Exception:
+        raise InverscopeError(f"{path}: not a readable Zarr store") from None
+    if schema != SCHEMA:
+        raise InverscopeError(f"{path}: not a PACBED library store (schema {schema!r}, expected {SCHEMA!r})")
+    done = np.asarray(g["done"][:], bool)
+    if not done.all():
+        raise InverscopeError(f"{path}: {int((~done).sum())} of {done.size} tilts not simulated yet; rerun "
+                              "run_library (or inverscope campaign) on it to finish the library")
+    return {"patterns": np.asarray(g["patterns"][:], np.float32),
+            "tilts_mrad": np.stack([g["tilt_x_mrad"][:], g["tilt_y_mrad"][:]], -1),
+            "thicknesses_angstrom": np.asarray(g.attrs["thicknesses_angstrom"], np.float64),
+            "sampling_mrad": float(g.attrs["sampling_mrad"][0]), "semiangle_mrad": float(g.attrs["semiangle_mrad"]),
+            "energy_ev": float(g.attrs["energy_ev"]), "compound": str(g.attrs["compound"])}
+
+
 __all__ = ["PACBEDLibraryConfig", "PACBEDLibraryJob", "build_tilt_simulation", "estimate_resources", "run_library",
-           "SCHEMA"]
+           "load_library", "SCHEMA"]

@@ -431,18 +431,11 @@ def _conditions(recipe: Recipe, stores: dict, out: Path) -> dict[str, dict]:
 
 
 def recentre(x: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Patterns ``(n, P, P)`` shifted so their mean CoM over the set sits at ``(P // 2, P // 2)``; and the
-    offset found ``[row, col]`` [px] (what a uniform descan put there). Bilinear, zero outside."""
-    from scipy.ndimage import shift
+    """Patterns ``(n, P, P)`` with their mean CoM moved to the axis, and the offset ``[row, col]`` [px]
+    (:func:`inverscope.analysis.com.recentre_patterns`)."""
+    from inverscope.analysis.com import recentre_patterns
 
-    from inverscope.analysis.com import centre_of_mass
-
-    p = x.shape[-1]
-    off = np.nanmean(centre_of_mass(x, centre_px=(p // 2, p // 2)).px, axis=0)
-    if not np.all(np.isfinite(off)) or np.hypot(*off) < 1e-3:
-        return x, [0.0, 0.0]
-    out = np.stack([shift(im, -off, order=1, mode="constant", cval=0.0) for im in x]).astype(np.float32)
-    return out, [float(off[0]), float(off[1])]
+    return recentre_patterns(x)
 
 
 def _apply(d: dict, spec: ShiftSpec, seed: int) -> np.ndarray:

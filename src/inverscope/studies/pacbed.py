@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
-import zarr
 from pydantic import Field
 
 from inverscope.analysis.pacbed_models import (ExampleSpec, PACBEDTrainConfig, draw_examples, fold_tilt,
@@ -92,9 +91,11 @@ def summary(m: dict) -> str:
 
 
 def _load(path) -> dict:
-    g = zarr.open_group(str(path), mode="r")
-    return {"patterns": g["patterns"][:], "tilts": np.stack([g["tilt_x_mrad"][:], g["tilt_y_mrad"][:]], -1),
-            "thicknesses": np.asarray(g.attrs["thicknesses_angstrom"]), "sampling": float(g.attrs["sampling_mrad"][0])}
+    from inverscope.datasets.pacbed_library import load_library
+
+    lib = load_library(path)
+    return {"patterns": lib["patterns"], "tilts": lib["tilts_mrad"], "thicknesses": lib["thicknesses_angstrom"],
+            "sampling": lib["sampling_mrad"]}
 
 
 def _on_grid(lib: dict, recipe: Recipe) -> np.ndarray:
