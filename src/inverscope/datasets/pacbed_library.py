@@ -199,7 +199,7 @@ def load_library(path) -> dict:
     Parameters
     ----------
     path : str or Path
-        A store written by :func:`run_library` (or ``inverscope campaign`` with a
+        A store written by ``run_library`` (or ``inverscope campaign`` with a
         ``kind: pacbed_library`` config).
 
     Returns
@@ -214,7 +214,7 @@ def load_library(path) -> dict:
     ------
     InverscopeError
         One line: not a readable Zarr store, not a PACBED library, or not finished (how many
-        tilts are missing; rerunning :func:`run_library` finishes it).
+        tilts are missing; rerunning ``run_library`` finishes it).
 
     Examples
     --------
