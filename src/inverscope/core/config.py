@@ -40,20 +40,26 @@ def validate(model: type[M], data: object, source: str = "config") -> M:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
-def read_yaml_mapping(path: str | Path, what: str = "YAML recipe") -> dict:
-    """The mapping a YAML file holds; raises :class:`ConfigError` naming the problem (missing file,
-    a directory, invalid YAML with its line, not a mapping)."""
+def _read_yaml(path: str | Path, what: str):
+    """What a YAML file holds; raises :class:`ConfigError` naming the problem (missing file, a
+    directory, invalid YAML with its line)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; expected a {what} file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such {what.split()[-1]} file")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
         raise ConfigError(f"{path}: not valid YAML{line}") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "YAML recipe") -> dict:
+    """The mapping a YAML file holds; raises :class:`ConfigError` naming the problem (missing file,
+    a directory, invalid YAML with its line, not a mapping)."""
+    data = _read_yaml(path, what)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values")
     return data
@@ -61,15 +67,5 @@ def read_yaml_mapping(path: str | Path, what: str = "YAML recipe") -> dict:
 
 def load_yaml(path: str | Path, model: type[M]) -> M:
     """Read a YAML file into `model`; raises :class:`ConfigError` naming the problem."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; expected a YAML config file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    data = _read_yaml(path, "YAML config")
     return validate(model, data, str(path))
